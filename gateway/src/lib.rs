@@ -1,1 +1,26 @@
-//! lib
+//! Sekisho's gateway: listener and TLS, device identity, the request pipeline, proxying,
+//! the audit record and the command line.
+//!
+//! The request pipeline, read top-down (see ARCHITECTURE.md):
+//! accept ([`listener`]) → TLS and device identity ([`tls`], [`device`]) → canonical
+//! request and client address ([`pipeline`], [`forwarded`]) → route and decision
+//! ([`sekisho_policy::decide`]) → proxy ([`proxy`]) → audit record ([`audit`]).
+
+pub mod audit;
+pub mod body;
+pub mod cli;
+pub mod clock;
+pub mod demo;
+pub mod device;
+pub mod error;
+pub mod forwarded;
+pub mod gateway;
+pub mod headers;
+pub mod host;
+pub mod listener;
+pub mod pipeline;
+pub mod pki;
+pub mod proxy;
+pub mod revocation;
+pub mod server;
+pub mod tls;

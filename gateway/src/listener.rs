@@ -1,0 +1,337 @@
+//! Accepting connections: the peer address is judged before TLS (an address no route
+//! admits is closed at once), connection caps apply (in total and per address), the TLS
+//! handshake runs under a deadline, and each connection is served by hyper (HTTP/1.1 or
+//! HTTP/2) with an idle deadline, until it ends or the gateway stops.
+
+use crate::device::DeviceCert;
+use crate::forwarded::canonical;
+use crate::gateway::Gateway;
+use crate::pipeline;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the pipeline knows about the connection a request came on.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The SNI the client sent, lower-case.
+    pub sni: Option<String>,
+    /// The end-entity client certificate, if one was presented and passed the handshake.
+    pub device: Option<DeviceCert>,
+    /// The configuration generation the handshake was made under.
+    pub generation: u64,
+    /// The device CA that verified `device` (its file's SHA-256), to notice a CA change.
+    pub device_ca_id: Option<String>,
+    pub http2: bool,
+}
+
+/// Live connection counts, in total and per address. Entries exist only while a
+/// connection does, so the map is bounded by `max_connections`.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Releases one connection's place when dropped.
+#[derive(Debug)]
+pub struct ConnSlot {
+    counts: Arc<ConnCounts>,
+    ip: IpAddr,
+}
+
+impl ConnCounts {
+    pub fn try_take(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Option<ConnSlot> {
+        let mut map = match self.per_ip.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if self.total.load(Ordering::Relaxed) >= max_total {
+            return None;
+        }
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            return None;
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(ConnSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut map = match self.counts.per_ip.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Accepts on one listener until `stop` turns true.
+pub async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    counts: Arc<ConnCounts>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stop_accept = stop.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop_accept.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let active = gw.active();
+        let ip = canonical(peer.ip());
+        if !active.policy.admits_peer(ip) {
+            tracing::debug!(peer = %ip, "closed at accept: no route admits this address");
+            drop(stream);
+            continue;
+        }
+        let limits = &active.policy.limits;
+        let Some(slot) = counts.try_take(ip, limits.max_connections, limits.max_connections_per_ip) else {
+            tracing::debug!(peer = %ip, "closed at accept: connection limit");
+            drop(stream);
+            continue;
+        };
+        let gw = gw.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve_connection(gw, stream, peer, stop).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let active = gw.active();
+    let limits = active.policy.limits.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(active.tls.server_config.clone());
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            // Under TLS 1.3 a refused client certificate shows on the client only at its
+            // first read: say here why.
+            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, conn) = tls.get_ref();
+    let info = Arc::new(ConnInfo {
+        peer,
+        local,
+        sni: conn.server_name().map(str::to_ascii_lowercase),
+        device: conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| DeviceCert::from_der(cert.as_ref())),
+        generation: active.generation,
+        device_ca_id: active.tls.device_ca_id.clone(),
+        http2: conn.alpn_protocol() == Some(b"h2"),
+    });
+    drop(active);
+
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(ActivityIo {
+        inner: tls,
+        activity: activity.clone(),
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(64))
+        .keep_alive_interval(None);
+    if info.http2 {
+        builder = builder.http2_only();
+    } else {
+        builder = builder.http1_only();
+    }
+
+    let svc_activity = activity.clone();
+    let service = service_fn(move |req| {
+        let gw = gw.clone();
+        let info = info.clone();
+        let activity = svc_activity.clone();
+        async move {
+            activity.begin();
+            let response = pipeline::handle(&gw, &info, req).await;
+            activity.end();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let idle_limit = limits.idle_timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle_limit));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                if !stopping && activity.idle_for() > idle_limit {
+                    tracing::debug!(peer = %peer, "idle timeout");
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            changed = stop.changed(), if !stopping => {
+                let _ = changed;
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes, and whether a request is being handled.
+#[derive(Debug)]
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// How long the connection has been idle; zero while a request is being handled.
+    fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let now = self.start.elapsed();
+        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// An IO wrapper that records when bytes last moved.
+struct ActivityIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ActivityIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,278 @@
+//! The request pipeline, one request at a time, read top-down:
+//!
+//! 1. [`judge`]: method and size limits → framing → host and SNI → canonical target →
+//!    reserved prefix → client address → device identity → `sekisho_policy::decide`;
+//! 2. the answer: a refusal made here, or the upstream's response through [`crate::proxy`];
+//! 3. the access record, written before the response leaves (fail closed if it cannot be
+//!    written on anything but a public route).
+//!
+//! Every later step uses the one canonical request made in step 1.
+
+use crate::audit::AccessRecord;
+use crate::body::ResponseBody;
+use crate::error::Refusal;
+use crate::forwarded;
+use crate::gateway::{Active, Gateway};
+use crate::host;
+use crate::listener::ConnInfo;
+use crate::proxy::Forward;
+use http::{Method, Request, Response, Version, header};
+use hyper::body::Incoming;
+use sekisho_policy::{Access, CanonicalTarget, DeviceFacts, Facts, Outcome, Reason, RouteId};
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// The reserved prefix of the gateway's own pages (login, enrolment). No route can
+/// shadow it: requests under it are never forwarded.
+pub const RESERVED_PREFIX: &str = "/.sekisho";
+
+/// What step 1 established about an admitted request.
+#[derive(Debug)]
+struct Admitted {
+    route: RouteId,
+    host: String,
+    target: CanonicalTarget,
+    client_ip: IpAddr,
+    device: Option<DeviceFacts>,
+}
+
+/// What step 1 established about any request, admitted or not, for the record.
+#[derive(Debug, Default)]
+struct Findings {
+    host: Option<String>,
+    path: Option<String>,
+    changed: bool,
+    client_ip: Option<IpAddr>,
+    route: Option<RouteId>,
+    device: Option<String>,
+    device_problem: Option<&'static str>,
+    reason: Option<&'static str>,
+}
+
+/// Handles one request end to end.
+pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    let active = gw.active();
+    let mut findings = Findings::default();
+    let method = req.method().clone();
+    let raw_target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_owned());
+
+    let judged = judge(gw, &active, conn, &req, &mut findings);
+    let (response, outcome, upstream_ms) = match judged {
+        Err(refusal) => {
+            let outcome = match refusal {
+                Refusal::Login { .. } | Refusal::Unauthorized => "login",
+                _ => "deny",
+            };
+            findings.reason.get_or_insert(refusal.reason());
+            (refusal.into_response(), outcome, None)
+        }
+        Ok(admitted) => {
+            let policy = &active.policy;
+            let route = policy.route(admitted.route);
+            let forwarded = match route.upstream.as_deref().and_then(|name| policy.upstream(name)) {
+                // Invariant: validation guarantees every non-deny route names a known
+                // upstream; if it ever did not, refuse rather than guess.
+                None => Err(Refusal::BadGateway),
+                Some(upstream) => {
+                    let started = Instant::now();
+                    let fwd = Forward {
+                        upstream,
+                        route_name: &route.name,
+                        path_and_query: admitted.target.upstream_path_and_query(),
+                        host: &admitted.host,
+                        client_ip: admitted.client_ip,
+                        device: admitted.device.as_ref().map(|d| d.fingerprint.as_str()),
+                        limits: &policy.limits,
+                    };
+                    let r = gw.upstreams.forward(fwd, req).await;
+                    Ok::<_, Refusal>((r, u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)))
+                }
+            };
+            match forwarded {
+                Ok((Ok(resp), ms)) => (resp, "allow", Some(ms)),
+                Ok((Err(refusal), ms)) => {
+                    findings.reason = Some(refusal.reason());
+                    (refusal.into_response(), "allow", Some(ms))
+                }
+                Err(refusal) => {
+                    findings.reason = Some(refusal.reason());
+                    (refusal.into_response(), "deny", None)
+                }
+            }
+        }
+    };
+
+    let policy = &active.policy;
+    let route = findings.route.map(|id| policy.route(id));
+    let record = AccessRecord {
+        time: gw.clock.unix_seconds(),
+        kind: "access",
+        peer: conn.peer.ip().to_string(),
+        client: findings.client_ip.map(|ip| ip.to_string()),
+        method: method.as_str(),
+        host: findings.host.as_deref(),
+        path: findings.path.as_deref(),
+        raw_target: (findings.changed || findings.path.is_none()).then_some(raw_target.as_str()),
+        route: route.map(|r| r.name.as_str()),
+        outcome,
+        reason: findings.reason.unwrap_or("public"),
+        status: response.status().as_u16(),
+        device: findings.device.as_deref(),
+        device_problem: findings.device_problem,
+        user: None,
+        upstream_ms,
+        policy: &policy.id,
+    };
+    if let Err(e) = gw.audit.record(&record) {
+        tracing::error!(error = %e, "cannot write the access record");
+        // A protected route never answers without its record. Public routes carry on.
+        if route.is_none_or(|r| r.access != Access::Public) {
+            return Refusal::Unavailable("audit_log_unwritable").into_response();
+        }
+    }
+    response
+}
+
+/// Step 1: everything that can be decided before talking to the upstream.
+fn judge(
+    gw: &Gateway,
+    active: &Active,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    found: &mut Findings,
+) -> Result<Admitted, Refusal> {
+    let policy = &active.policy;
+    let limits = &policy.limits;
+
+    // Methods that turn the gateway into a tunnel or a mirror are never forwarded.
+    if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    let uri = req.uri();
+    let target = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("");
+    if target.len() > limits.max_request_line_bytes {
+        return Err(Refusal::UriTooLong);
+    }
+
+    // Framing: hyper has parsed the framing; refuse what a less careful upstream could
+    // read differently (request smuggling).
+    let h = req.headers();
+    let has_te = h.contains_key(header::TRANSFER_ENCODING);
+    if has_te && (h.contains_key(header::CONTENT_LENGTH) || req.version() == Version::HTTP_10) {
+        return Err(Refusal::BadRequest("ambiguous_framing"));
+    }
+    if h.contains_key(header::UPGRADE) {
+        // No protocol switches through the gateway (h2c smuggling, SMUG-020).
+        return Err(Refusal::BadRequest("upgrade_refused"));
+    }
+
+    let host = host::request_host(req.version(), uri, h, conn.sni.as_deref(), |name| {
+        policy.serves_host(name)
+    })?;
+    found.host = Some(host.clone());
+
+    let canonical = sekisho_policy::canonicalize_target(target).map_err(|_| Refusal::BadRequest("ambiguous_target"))?;
+    found.path = Some(canonical.path.clone());
+    found.changed = canonical.changed;
+
+    if is_reserved(&canonical.path) {
+        // The gateway's own pages (login, enrolment) live here; nothing is served under
+        // this prefix yet, and nothing under it is ever forwarded.
+        return Err(Refusal::NotFound);
+    }
+
+    let peer = forwarded::canonical(conn.peer.ip());
+    let client_ip = forwarded::client_address(peer, &policy.server.trusted_proxies, h)?;
+    found.client_ip = Some(client_ip);
+
+    let device = match &conn.device {
+        None => None,
+        Some(cert) => {
+            found.device = Some(cert.fingerprint.clone());
+            let now = gw.clock.unix_seconds();
+            let verdict = if conn.device_ca_id != active.tls.device_ca_id {
+                Err("device_ca_changed")
+            } else {
+                cert.check_now(now, &active.tls.crl)
+            };
+            match verdict {
+                Ok(()) => Some(DeviceFacts {
+                    fingerprint: cert.fingerprint.clone(),
+                    user: cert.user.clone(),
+                    name: cert.name.clone(),
+                }),
+                Err(problem) => {
+                    found.device_problem = Some(problem);
+                    None
+                }
+            }
+        }
+    };
+
+    let facts = Facts {
+        host: &host,
+        path: &canonical.path,
+        client_ip,
+        device: device.as_ref(),
+        session: None,
+    };
+    let decision = sekisho_policy::decide(policy, &facts);
+    found.route = decision.route;
+    found.reason = Some(decision.reason.as_str());
+    match decision.outcome {
+        Outcome::Allow => match decision.route {
+            Some(route) => Ok(Admitted {
+                route,
+                host,
+                target: canonical,
+                client_ip,
+                device,
+            }),
+            None => Err(Refusal::NotFound),
+        },
+        Outcome::Login => {
+            if wants_html(h) {
+                Err(Refusal::Login {
+                    location: login_location(&canonical),
+                })
+            } else {
+                Err(Refusal::Unauthorized)
+            }
+        }
+        Outcome::Deny => match decision.reason {
+            Reason::NoRoute => Err(Refusal::NotFound),
+            other => Err(Refusal::Forbidden(other.as_str())),
+        },
+    }
+}
+
+fn is_reserved(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower == RESERVED_PREFIX || lower.starts_with("/.sekisho/")
+}
+
+/// A browser gets the login redirect; anything else a 401.
+fn wants_html(h: &http::HeaderMap) -> bool {
+    h.get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// `/.sekisho/login?return=…`: a relative URL into this gateway, carrying the canonical
+/// path and query, every byte outside the unreserved set percent-encoded.
+fn login_location(target: &CanonicalTarget) -> String {
+    let back = target.upstream_path_and_query();
+    let mut out = String::from("/.sekisho/login?return=");
+    for b in back.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,116 @@
+//! `sekisho run`: load the policy (refusing to start on any error), open the audit log,
+//! bind every listener, then serve until SIGTERM/SIGINT, reloading on SIGHUP and picking
+//! up device CRL changes as they happen.
+
+use crate::audit::AuditLog;
+use crate::clock::SharedClock;
+use crate::gateway::{Gateway, load_candidate};
+use crate::listener::{ConnCounts, accept_loop};
+use anyhow::Context;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// Runs the gateway until it is told to stop.
+pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
+    let (policy, tls) = load_candidate(&policy_path)?;
+    let audit = AuditLog::open(std::path::Path::new(&policy.server.log_dir))?;
+    let listen = policy.server.listen.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sekisho")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit));
+        let mut listeners = Vec::new();
+        for addr in &listen {
+            listeners.push(bind(*addr).with_context(|| format!("cannot listen on {addr}"))?);
+        }
+        serve(gw, listeners).await
+    })
+}
+
+/// Serves on already-bound listeners until SIGTERM or SIGINT.
+pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let counts = Arc::new(ConnCounts::default());
+    for l in listeners {
+        tracing::info!(addr = %l.local_addr()?, "listening");
+        tokio::spawn(accept_loop(gw.clone(), l, counts.clone(), stop_rx.clone()));
+    }
+    tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tracing::info!(policy = %gw.active().policy.id, "policy active");
+    eprintln!("sekisho: ready");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match gw.reload() {
+                Ok(active) => tracing::info!(policy = %active.policy.id, generation = active.generation, "policy reloaded"),
+                Err(e) => tracing::error!("policy reload refused; the previous policy keeps serving:\n{e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: no new connections; finishing open requests");
+    let _ = stop_tx.send(true);
+    let grace = gw.active().policy.limits.shutdown_grace;
+    let deadline = Instant::now() + grace;
+    while counts.total() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tracing::info!(open = counts.total(), "stopped");
+    Ok(())
+}
+
+/// Polls the device CRL file and, when its bytes change, rebuilds the TLS configuration
+/// and swaps it in. Open connections are not dropped: their next request is judged
+/// against the new CRL. A CRL that fails to load leaves the previous one active.
+async fn watch_device_crl(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let interval = gw.active().policy.limits.revocation_poll_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let active = gw.active();
+        let Some((path, bytes)) = active.tls.crl_source.as_ref() else {
+            continue;
+        };
+        let path = path.clone();
+        let current = tokio::fs::read(&path).await;
+        match current {
+            Ok(now) if &now == bytes => {}
+            Ok(_) => match gw.refresh_tls() {
+                Ok(next) => tracing::info!(crl = %path, revoked = next.tls.crl.len(), "device CRL reloaded"),
+                Err(e) => {
+                    tracing::error!(crl = %path, error = %e, "device CRL changed but cannot be used; keeping the previous one")
+                }
+            },
+            Err(e) => tracing::error!(crl = %path, error = %e, "device CRL cannot be read; keeping the previous one"),
+        }
+    }
+}
+
+/// Binds a listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:P` and `[::]:P`
+/// can both be listed.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}

@@ -1,0 +1,132 @@
+//! The TLS side of a listener: the server certificate, the device CA and its CRL, built
+//! into one rustls `ServerConfig`. A configuration is built whole from files and swapped in
+//! whole (see `gateway::Active`): a reload or a new CRL never leaves a half-built one
+//! serving. TLS 1.2 and 1.3 only; one crypto provider (ring).
+
+use crate::revocation::RevocationList;
+use rustls::RootCertStore;
+use rustls::crypto::ring;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use sekisho_policy::{ClientCertMode, Policy};
+use std::sync::Arc;
+
+/// Everything TLS that one policy generation needs.
+#[derive(Debug)]
+pub struct TlsSetup {
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// The device CRL as read at build time (empty when client certificates are off).
+    pub crl: Arc<RevocationList>,
+    /// The exact CRL bytes the configuration was built from, to notice a change.
+    pub crl_source: Option<(String, Vec<u8>)>,
+    /// SHA-256 of the device CA file, so a connection verified under another CA is noticed.
+    pub device_ca_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {what}")]
+    Pem { path: String, what: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+impl TlsSetup {
+    /// Builds the TLS configuration a policy asks for, reading its certificate files.
+    pub fn build(policy: &Policy) -> Result<TlsSetup, TlsError> {
+        let server = &policy.server;
+        let chain = read_certs(&server.tls_cert)?;
+        let key = read_key(&server.tls_key)?;
+        let provider = Arc::new(ring::default_provider());
+
+        let mut device_ca_id = None;
+        let (verifier, crl, crl_source) = match (server.client_certificates, &server.device_ca) {
+            (ClientCertMode::Off, _) | (_, None) => {
+                (WebPkiClientVerifier::no_client_auth(), RevocationList::default(), None)
+            }
+            (mode, Some(ca_path)) => {
+                let mut roots = RootCertStore::empty();
+                let ca_bytes = std::fs::read(ca_path).map_err(|source| TlsError::Read {
+                    path: ca_path.clone(),
+                    source,
+                })?;
+                device_ca_id = Some(crate::device::hex(&<sha2::Sha256 as sha2::Digest>::digest(&ca_bytes)));
+                for ca in read_certs(ca_path)? {
+                    roots.add(ca).map_err(|e| TlsError::Pem {
+                        path: ca_path.clone(),
+                        what: format!("not a usable CA certificate: {e}"),
+                    })?;
+                }
+                let crl_path = server.device_crl_path().unwrap_or_default();
+                let crl_bytes = std::fs::read(&crl_path).map_err(|source| TlsError::Read {
+                    path: crl_path.clone(),
+                    source,
+                })?;
+                let crl_der = CertificateRevocationListDer::from_pem_slice(&crl_bytes).map_err(|e| TlsError::Pem {
+                    path: crl_path.clone(),
+                    what: format!("not a PEM CRL ({e}); `sekisho ca init` writes one"),
+                })?;
+                let list = RevocationList::from_der(crl_der.as_ref()).map_err(|e| TlsError::Pem {
+                    path: crl_path.clone(),
+                    what: e.to_string(),
+                })?;
+                let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .with_crls([crl_der])
+                    .enforce_revocation_expiration();
+                if mode == ClientCertMode::Request {
+                    builder = builder.allow_unauthenticated();
+                }
+                let verifier = builder.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+                (verifier, list, Some((crl_path, crl_bytes)))
+            }
+        };
+
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Rustls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Rustls(format!("{}: {e}", server.tls_key)))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsSetup {
+            server_config: Arc::new(config),
+            crl: Arc::new(crl),
+            crl_source,
+            device_ca_id,
+        })
+    }
+}
+
+fn read_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("bad PEM: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: format!("no usable private key: {e}"),
+    })
+}
