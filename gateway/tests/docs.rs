@@ -1,0 +1,63 @@
+//! Docs are tested: the README's example policy and every policy under `deploy/` must be
+//! accepted by the same parser the gateway runs, and `--help` must name what the README
+//! documents.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+#[test]
+fn readme_example_policy_is_valid() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut blocks = readme.split("```toml\n").skip(1);
+    let block = blocks.next().expect("README has a ```toml block");
+    let policy = block.split("```").next().unwrap();
+    if let Err(d) = sekisho_policy::parse("README.md", policy) {
+        panic!("README policy:\n{d}");
+    }
+}
+
+#[test]
+fn every_policy_under_deploy_is_valid() {
+    let mut found = 0;
+    let mut stack = vec![repo().join("deploy")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(d) = sekisho_policy::parse(&path.display().to_string(), &text) {
+                    panic!("{d}");
+                }
+                found += 1;
+            }
+        }
+    }
+    assert!(found >= 1, "deploy/ holds at least one policy");
+}
+
+#[test]
+fn deploy_reference_is_the_shared_reference_verbatim() {
+    // The reference policy is format 1's definition: the copy under deploy/ must not drift
+    // from the one the policy crate's tests pin.
+    let a = std::fs::read_to_string(repo().join("deploy/policies/reference.toml")).unwrap();
+    let b = std::fs::read_to_string(repo().join("policy/tests/data/policy-reference.toml")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn readme_commands_exist_in_help() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for line in readme.lines().filter(|l| l.starts_with("sekisho ")) {
+        let words: Vec<&str> = line.split_whitespace().take_while(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')).collect();
+        let args: Vec<&str> = words[1..].iter().copied().chain(["--help"]).collect();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho")).args(&args).output().unwrap();
+        assert!(out.status.success(), "`sekisho {}` from the README: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+}
