@@ -22,9 +22,7 @@ use sekisho_policy::{Access, CanonicalTarget, DeviceFacts, Facts, Outcome, Reaso
 use std::net::IpAddr;
 use std::time::Instant;
 
-/// The reserved prefix of the gateway's own pages (login, enrolment). No route can
-/// shadow it: requests under it are never forwarded.
-pub const RESERVED_PREFIX: &str = "/.sekisho";
+use sekisho_policy::RESERVED_PREFIX;
 
 /// What step 1 established about an admitted request.
 #[derive(Debug)]
@@ -251,7 +249,10 @@ fn judge(
 
 fn is_reserved(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
-    lower == RESERVED_PREFIX || lower.starts_with("/.sekisho/")
+    lower == RESERVED_PREFIX
+        || lower
+            .strip_prefix(RESERVED_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// A browser gets the login redirect; anything else a 401.

@@ -69,7 +69,10 @@ impl Upstreams {
             return Err(Refusal::PayloadTooLarge);
         }
         let limit = usize::try_from(fwd.limits.max_body_bytes).unwrap_or(usize::MAX);
-        let body: UpstreamBody = Limited::new(DropTrailers::new(body), limit).boxed();
+        // Errors of the client's body are marked as the client's, so that a malformed chunk
+        // is answered with 400, not blamed on the upstream.
+        let body = DropTrailers::new(body).map_err(ClientBodyError);
+        let body: UpstreamBody = Limited::new(body, limit).boxed();
 
         let uri = format!("http://{}{}", fwd.upstream.authority, fwd.path_and_query);
         let mut out = Request::builder()
@@ -104,6 +107,11 @@ impl Upstreams {
     }
 }
 
+/// An error reading the client's request body.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+struct ClientBodyError(#[source] hyper::Error);
+
 fn set(h: &mut http::HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
@@ -117,11 +125,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
         if err.is::<http_body_util::LengthLimitError>() {
             return Refusal::PayloadTooLarge;
         }
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_body_write_aborted() || h.is_incomplete_message())
-        {
-            // The client's body broke off mid-way: its request, not the upstream.
-            return Refusal::BadRequest("client_body_incomplete");
+        if err.is::<ClientBodyError>() {
+            // The client's body was malformed or broke off mid-way: its fault.
+            return Refusal::BadRequest("client_body_invalid");
         }
         source = err.source();
     }

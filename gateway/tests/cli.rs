@@ -1,17 +1,28 @@
 //! The `sekisho` command line, run as a real process: exit codes, messages, and the PKI
 //! files it writes, checked with independent tools (openssl) where one exists.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn sekisho(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sekisho")).args(args).output().expect("run sekisho")
+    Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .args(args)
+        .output()
+        .expect("run sekisho")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -64,17 +75,31 @@ fn policy_explain_says_why() {
     let out = sekisho(&["policy", "explain", f, "--ip", "198.51.100.1", "--path", "/products/1"]);
     assert!(text(&out).to_lowercase().contains("allow"), "{}", text(&out));
 
-    let out = sekisho(&["policy", "explain", f, "--ip", "198.51.100.1", "--path", "/%2e%2e/wp-admin"]);
+    let out = sekisho(&[
+        "policy",
+        "explain",
+        f,
+        "--ip",
+        "198.51.100.1",
+        "--path",
+        "/%2e%2e/wp-admin",
+    ]);
     assert!(text(&out).contains("400"), "{}", text(&out));
 }
 
 fn openssl_available() -> bool {
-    Command::new("openssl").arg("version").output().is_ok_and(|o| o.status.success())
+    Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
-    assert!(openssl_available(), "openssl is needed for this test (.ci/run installs it)");
+    assert!(
+        openssl_available(),
+        "openssl is needed for this test (.ci/run installs it)"
+    );
     let dir = tempdir("pki");
     let ca = dir.join("ca");
     let out = sekisho(&["ca", "init", ca.to_str().unwrap()]);
@@ -88,7 +113,15 @@ fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
 
     let p12 = dir.join("alice.p12");
     let out = sekisho(&[
-        "device", "issue", "alice-laptop", "--user", "alice", "--ca", ca.to_str().unwrap(), "--out", p12.to_str().unwrap(),
+        "device",
+        "issue",
+        "alice-laptop",
+        "--user",
+        "alice",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--out",
+        p12.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -101,7 +134,10 @@ fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
         .unwrap();
     assert!(opened.status.success(), "openssl pkcs12: {}", text(&opened));
     let pem = String::from_utf8_lossy(&opened.stdout);
-    assert!(pem.contains("BEGIN CERTIFICATE") && pem.contains("PRIVATE KEY"), "{pem}");
+    assert!(
+        pem.contains("BEGIN CERTIFICATE") && pem.contains("PRIVATE KEY"),
+        "{pem}"
+    );
 
     // The certificate chains to the CA and carries clientAuth and the user SAN.
     let cert = dir.join("alice.p12.crt.pem");
@@ -112,7 +148,11 @@ fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
         .output()
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
-    let shown = Command::new("openssl").args(["x509", "-noout", "-text", "-in"]).arg(&cert).output().unwrap();
+    let shown = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
     let shown = text(&shown);
     assert!(shown.contains("TLS Web Client Authentication"), "{shown}");
     assert!(shown.contains("URI:urn:sekisho:user:alice"), "{shown}");
@@ -130,9 +170,17 @@ fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
         .unwrap();
     assert!(crl_text.status.success(), "{}", text(&crl_text));
     assert!(text(&crl_text).contains("verify OK"), "{}", text(&crl_text));
-    let serial = Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(&cert).output().unwrap();
+    let serial = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
     let serial = text(&serial).trim().trim_start_matches("serial=").to_string();
-    assert!(text(&crl_text).to_uppercase().contains(&serial.to_uppercase()), "serial {serial} in CRL: {}", text(&crl_text));
+    assert!(
+        text(&crl_text).to_uppercase().contains(&serial.to_uppercase()),
+        "serial {serial} in CRL: {}",
+        text(&crl_text)
+    );
     let verify_crl = Command::new("openssl")
         .args(["verify", "-crl_check", "-CAfile"])
         .arg(ca.join("device-ca.pem"))
@@ -141,7 +189,11 @@ fn ca_init_issue_and_revoke_write_files_openssl_agrees_with() {
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(!verify_crl.status.success(), "openssl must see it revoked: {}", text(&verify_crl));
+    assert!(
+        !verify_crl.status.success(),
+        "openssl must see it revoked: {}",
+        text(&verify_crl)
+    );
     assert!(text(&verify_crl).contains("revoked"), "{}", text(&verify_crl));
 }
 
@@ -152,7 +204,11 @@ fn device_revoke_refuses_nonsense() {
     assert!(sekisho(&["ca", "init", ca.to_str().unwrap()]).status.success());
     let out = sekisho(&["device", "revoke", "--ca", ca.to_str().unwrap(), "not-a-serial"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("neither a certificate file nor a hex serial"), "{}", text(&out));
+    assert!(
+        text(&out).contains("neither a certificate file nor a hex serial"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

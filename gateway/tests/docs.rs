@@ -2,7 +2,11 @@
 //! accepted by the same parser the gateway runs, and `--help` must name what the README
 //! documents.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -55,9 +59,20 @@ fn deploy_reference_is_the_shared_reference_verbatim() {
 fn readme_commands_exist_in_help() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     for line in readme.lines().filter(|l| l.starts_with("sekisho ")) {
-        let words: Vec<&str> = line.split_whitespace().take_while(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')).collect();
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .take_while(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
         let args: Vec<&str> = words[1..].iter().copied().chain(["--help"]).collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho")).args(&args).output().unwrap();
-        assert!(out.status.success(), "`sekisho {}` from the README: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`sekisho {}` from the README: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

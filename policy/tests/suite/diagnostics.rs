@@ -1,0 +1,505 @@
+//! Diagnostics, table-driven through one `check` helper: each class of problem, with place
+//! (line:column) asserted where it matters, and all problems reported at once.
+
+use sekisho_policy::parse;
+
+/// A valid base policy; cases append to it or replace parts of it.
+const BASE: &str = r#"version = 1
+
+[server]
+listen = ["127.0.0.1:8443"]
+hostnames = ["admin.example.jp", "shop.example.jp"]
+tls_cert = "/c.pem"
+tls_key = "/k.pem"
+device_ca = "/ca.pem"
+client_certificates = "request"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:9000"
+
+[[user]]
+name = "tanaka"
+groups = ["admins"]
+
+[[route]]
+name = "public"
+paths = ["/"]
+upstream = "app"
+access = "public"
+"#;
+
+/// Parses `input` and asserts that it fails with exactly one diagnostic per expected entry, in
+/// file order; an entry is `|`-separated substrings that must all appear in that diagnostic
+/// (rendered with its `file:line:column` and help).
+#[track_caller]
+fn check(input: &str, expected: &[&str]) {
+    if let Err(why) = try_check(input, expected) {
+        panic!("{why}");
+    }
+}
+
+fn try_check(input: &str, expected: &[&str]) -> Result<(), String> {
+    let diagnostics = match parse("p.toml", input) {
+        Ok(_) => {
+            return Err(format!("expected diagnostics, got a valid policy for:\n{input}"));
+        }
+        Err(d) => d,
+    };
+    if diagnostics.len() != expected.len() {
+        return Err(format!(
+            "wrong number of problems:\n{diagnostics}\n--- expected: {expected:?}"
+        ));
+    }
+    for (d, e) in diagnostics.iter().zip(expected) {
+        let rendered = d.to_string();
+        for part in e.split('|') {
+            if !rendered.contains(part) {
+                return Err(format!("missing `{part}` in:\n{rendered}\n(all: {diagnostics})"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}\n{extra}")
+}
+
+#[test]
+fn base_is_valid() {
+    parse("p.toml", BASE).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
+fn one_problem_each() {
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "syntax",
+            with("[[route]\nname = 1"),
+            &["p.toml:25:9: error: TOML syntax"],
+        ),
+        (
+            "version missing",
+            BASE.replace("version = 1\n", ""),
+            &["missing key `version`|help: start the file with `version = 1`"],
+        ),
+        (
+            "version 2",
+            BASE.replace("version = 1", "version = 2"),
+            &["p.toml:1:11: error: unsupported policy format: `version` must be 1"],
+        ),
+        (
+            "version string",
+            BASE.replace("version = 1", "version = \"1\""),
+            &["`version` must be 1"],
+        ),
+        (
+            "unknown root key",
+            format!("verison = 1\n{BASE}"),
+            &["unknown key `verison`|did you mean `version`?"],
+        ),
+        (
+            "unknown server key",
+            BASE.replace("tls_key =", "tls_kye ="),
+            &[
+                "p.toml:3:1: error: missing key `tls_key` in [server]",
+                "p.toml:7:1: error: unknown key `tls_kye` in [server]|help: did you mean `tls_key`?",
+            ],
+        ),
+        (
+            "unknown route key",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nallowips = [\"10.0.0.0/8\"]",
+            ),
+            &["unknown key `allowips` in [[route]]|did you mean `allow_ips`?"],
+        ),
+        (
+            "wrong type",
+            BASE.replace("listen = [\"127.0.0.1:8443\"]", "listen = \"127.0.0.1:8443\""),
+            &["p.toml:4:10: error: `listen` must be a list of strings, found string"],
+        ),
+        (
+            "wrong type bool",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nrequire_device = \"yes\"",
+            ),
+            &["`require_device` must be true or false"],
+        ),
+        (
+            "unknown upstream",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"ap\"\naccess = \"public\""),
+            &["p.toml:28:12: error: unknown upstream `ap`|did you mean `app`?"],
+        ),
+        (
+            "unknown group",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"protected\"\nsecond_factor = [\"totp\"]\ngroups = [\"admin\"]",
+            ),
+            &["unknown group `admin`|did you mean `admins`?"],
+        ),
+        (
+            "same path twice on a host",
+            with("[[route]]\nname = \"x\"\npaths = [\"/\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["path `/` on host `admin.example.jp` is already routed by `public`"],
+        ),
+        (
+            "same path, other case",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/A\"]\nupstream = \"app\"\naccess = \"public\"\n[[route]]\nname = \"y\"\npaths = [\"/a\"]\nupstream = \"app\"\naccess = \"public\"",
+            ),
+            &["path `/a` on host `admin.example.jp` is already routed by `x`"],
+        ),
+        (
+            "protected without factor",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"protected\""),
+            &["protected route `x` has no `second_factor`|help: add `second_factor = [\"webauthn\", \"totp\"]`"],
+        ),
+        (
+            "protected with empty factor",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"protected\"\nsecond_factor = []",
+            ),
+            &["protected route `x` has an empty `second_factor`"],
+        ),
+        (
+            "unknown factor",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"protected\"\nsecond_factor = [\"webauth\"]",
+            ),
+            &["unknown factor `webauth`|did you mean \"webauthn\"?"],
+        ),
+        (
+            "public with factor",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nsecond_factor = [\"totp\"]",
+            ),
+            &["public route `x` sets `second_factor`"],
+        ),
+        (
+            "public with groups",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\ngroups = [\"admins\"]",
+            ),
+            &["public route `x` sets `groups`"],
+        ),
+        (
+            "deny with upstream",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"deny\""),
+            &["deny route `x` has an upstream"],
+        ),
+        (
+            "non-deny without upstream",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\naccess = \"public\""),
+            &["p.toml:25:1: error: route `x` has no `upstream`"],
+        ),
+        (
+            "unknown access",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"protect\""),
+            &["unknown access `protect`|did you mean \"protected\"?"],
+        ),
+        (
+            "allowlist host bits",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nallow_ips = [\"10.0.0.1/24\"]",
+            ),
+            &["`10.0.0.1/24` has host bits set|help: write `10.0.0.0/24`"],
+        ),
+        (
+            "allowlist unparsable",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nallow_ips = [\"10.0.0.0/33\"]",
+            ),
+            &["`10.0.0.0/33` is not an IP network"],
+        ),
+        (
+            "trusted proxy host bits",
+            BASE.replace(
+                "client_certificates",
+                "trusted_proxies = [\"2001:db8::1/64\"]\nclient_certificates",
+            ),
+            &["`2001:db8::1/64` has host bits set|write `2001:db8::/64`"],
+        ),
+        (
+            "empty group string",
+            BASE.replace("groups = [\"admins\"]", "groups = [\"admins\", \"\"]"),
+            &["p.toml:17:21: error: empty string in `groups`"],
+        ),
+        (
+            "empty path string",
+            with("[[route]]\nname = \"x\"\npaths = [\"\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["empty string in `paths`"],
+        ),
+        (
+            "empty hostname",
+            BASE.replace("\"shop.example.jp\"]", "\"\"]"),
+            &["empty string in `hostnames`"],
+        ),
+        (
+            "path dotdot",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a/../b\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route path `/a/../b` is not canonical: dot segment"],
+        ),
+        (
+            "path under the reserved prefix",
+            with("[[route]]\nname = \"x\"\npaths = [\"/.Sekisho/login\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route path `/.Sekisho/login` is under `/.sekisho`|no route can shadow"],
+        ),
+        (
+            "path is the reserved prefix",
+            with("[[route]]\nname = \"x\"\npaths = [\"/.sekisho\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["reserves for its own pages"],
+        ),
+        (
+            "path not absolute",
+            with("[[route]]\nname = \"x\"\npaths = [\"admin\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route path `admin` is not canonical"],
+        ),
+        (
+            "path double slash",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a//b\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["empty segment"],
+        ),
+        (
+            "path percent",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a%62\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["is percent-encoded|write it decoded: `/ab`"],
+        ),
+        (
+            "path semicolon",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a;b\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["semicolon"],
+        ),
+        (
+            "path backslash",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a\\\\b\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["backslash"],
+        ),
+        (
+            "path trailing slash",
+            with("[[route]]\nname = \"x\"\npaths = [\"/admin/\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route path `/admin/` ends with `/`|write `/admin`"],
+        ),
+        (
+            "path single dot",
+            with("[[route]]\nname = \"x\"\npaths = [\"/./a\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["dot segment"],
+        ),
+        (
+            "path control",
+            with("[[route]]\nname = \"x\"\npaths = [\"/a\\tb\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route path `/a\\tb` is not canonical: encoded control"],
+        ),
+        (
+            "duplicate route name",
+            with("[[route]]\nname = \"public\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["duplicate route name `public`"],
+        ),
+        (
+            "duplicate upstream",
+            with("[[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:9001\""),
+            &["duplicate upstream name `app`"],
+        ),
+        (
+            "duplicate user",
+            with("[[user]]\nname = \"tanaka\""),
+            &["duplicate user name `tanaka`"],
+        ),
+        (
+            "upstream with path",
+            BASE.replace("http://127.0.0.1:9000", "http://127.0.0.1:9000/app"),
+            &["upstream url `http://127.0.0.1:9000/app` is not `scheme://host:port`"],
+        ),
+        (
+            "upstream with userinfo",
+            BASE.replace("http://127.0.0.1:9000", "http://u:p@127.0.0.1:9000"),
+            &["is not `scheme://host:port`"],
+        ),
+        (
+            "upstream scheme",
+            BASE.replace("http://127.0.0.1:9000", "ftp://127.0.0.1:9000"),
+            &["must start with http:// or https://"],
+        ),
+        (
+            "bad duration",
+            with("[session]\nidle_timeout = \"15 minutes\""),
+            &["`idle_timeout` = \"15 minutes\" is not a duration"],
+        ),
+        (
+            "bad limit duration",
+            with("[limits]\nheader_read_timeout = \"0s\""),
+            &["`header_read_timeout` = \"0s\" is out of range"],
+        ),
+        (
+            "limit too small",
+            with("[limits]\nmax_header_bytes = 4096"),
+            &["`max_header_bytes` is out of range|from 8192"],
+        ),
+        (
+            "limit zero",
+            with("[limits]\nmax_connections = 0"),
+            &["`max_connections` is out of range"],
+        ),
+        (
+            "unknown limit",
+            with("[limits]\nmax_header = 9000"),
+            &["unknown key `max_header` in [limits]|did you mean `max_headers`?"],
+        ),
+        (
+            "client cert mode",
+            BASE.replace("\"request\"", "\"optional\""),
+            &["`client_certificates` = \"optional\" is not a mode|\"require\", \"request\" or \"off\""],
+        ),
+        (
+            "require_device with off",
+            BASE.replace("\"request\"", "\"off\"")
+                + "\n[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nrequire_device = true",
+            &["route `x` requires a device certificate, but the server never asks for one"],
+        ),
+        (
+            "require_device without ca",
+            BASE.replace("device_ca = \"/ca.pem\"\nclient_certificates = \"request\"\n", "")
+                + "\n[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nrequire_device = true",
+            &["requires a device certificate"],
+        ),
+        (
+            "require mode without ca",
+            BASE.replace("device_ca = \"/ca.pem\"\n", ""),
+            &["`client_certificates` = \"request\" without `device_ca`"],
+        ),
+        (
+            "listen unparsable",
+            BASE.replace("127.0.0.1:8443", "localhost:8443"),
+            &["p.toml:4:11: error: `localhost:8443` is not a socket address"],
+        ),
+        (
+            "hostname upper case",
+            BASE.replace("\"shop.example.jp\"", "\"Shop.example.jp\""),
+            &["hostname `Shop.example.jp` is not lower-case|write `shop.example.jp`"],
+        ),
+        (
+            "hostname with port",
+            BASE.replace("\"shop.example.jp\"", "\"shop.example.jp:443\""),
+            &["`shop.example.jp:443` is not a DNS hostname"],
+        ),
+        (
+            "route host not served",
+            with(
+                "[[route]]\nname = \"x\"\npaths = [\"/x\"]\nhosts = [\"other.example.jp\"]\nupstream = \"app\"\naccess = \"public\"",
+            ),
+            &["route host `other.example.jp` is not a server hostname"],
+        ),
+        (
+            "duplicate toml key",
+            BASE.replace("tls_key = \"/k.pem\"", "tls_key = \"/k.pem\"\ntls_key = \"/k2.pem\""),
+            &["p.toml:8:1: error: TOML syntax"],
+        ),
+        (
+            "idle longer than absolute",
+            with("[session]\nidle_timeout = \"9h\"\nabsolute_timeout = \"8h\""),
+            &["`idle_timeout` is longer than `absolute_timeout`"],
+        ),
+        (
+            "per-ip above total",
+            with("[limits]\nmax_connections = 10\nmax_connections_per_ip = 11"),
+            &["`max_connections_per_ip` is larger than `max_connections`"],
+        ),
+        ("missing server", "version = 1\n".to_string(), &["missing key `server`"]),
+        (
+            "empty allow_ips",
+            with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\"\nallow_ips = []"),
+            &["`allow_ips` is empty"],
+        ),
+        (
+            "bad name",
+            with("[[route]]\nname = \"my route\"\npaths = [\"/x\"]\nupstream = \"app\"\naccess = \"public\""),
+            &["route `my route` is not a valid name"],
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(what, input, expected)| try_check(input, expected).err().map(|e| format!("case `{what}`: {e}")))
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn five_problems_are_all_reported() {
+    let input = r#"version = 1
+
+[server]
+listen = ["127.0.0.1:8443"]
+hostnames = ["admin.example.jp"]
+tls_cert = "/c.pem"
+tls_key = "/k.pem"
+colour = "blue"
+
+[[upstream]]
+name = "app"
+url = "http://127.0.0.1:9000"
+
+[[route]]
+name = "a"
+paths = ["/admin/"]
+upstream = "nope"
+access = "protected"
+allow_ips = ["10.0.0.1/8"]
+"#;
+    check(
+        input,
+        &[
+            "p.toml:8:1: error: unknown key `colour` in [server]",
+            "p.toml:14:1: error: protected route `a` has no `second_factor`",
+            "p.toml:16:10: error: route path `/admin/` ends with `/`",
+            "p.toml:17:12: error: unknown upstream `nope`",
+            "p.toml:19:14: error: `10.0.0.1/8` has host bits set",
+        ],
+    );
+}
+
+#[test]
+fn display_format() {
+    let d = parse("dir/p.toml", &BASE.replace("version = 1", "version = 2")).unwrap_err();
+    assert_eq!(
+        d.to_string(),
+        "dir/p.toml:1:11: error: unsupported policy format: `version` must be 1\n  help: this Sekisho reads `version = 1`"
+    );
+    let first = &d[0];
+    assert_eq!((first.line, first.column), (1, 11));
+    let _: &dyn std::error::Error = &d;
+}
+
+#[test]
+fn non_ascii_route_paths_are_written_decoded() {
+    let ok = with("[[route]]\nname = \"x\"\npaths = [\"/日本/管理\"]\nupstream = \"app\"\naccess = \"public\"");
+    let p = parse("p.toml", &ok).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.routes[1].paths, ["/日本/管理"]);
+    check(
+        &ok.replace("/日本/管理", "/%E6%97%A5%E6%9C%AC"),
+        &["route path `/%E6%97%A5%E6%9C%AC` is percent-encoded|write it decoded: `/日本`"],
+    );
+    check(
+        &ok.replace("/日本/管理", "/ａｄｍｉｎ"),
+        &["route path `/ａｄｍｉｎ` is not canonical: path is not in NFKC normal form"],
+    );
+}
+
+#[test]
+fn corpus_pol_004_empty_group_is_refused() {
+    check(
+        &BASE.replace("groups = [\"admins\"]", "groups = [\"admins\", \"\"]"),
+        &["empty string in `groups`"],
+    );
+}
+
+#[test]
+fn deny_route_may_omit_upstream_and_defaults_hold() {
+    let p = parse(
+        "p.toml",
+        &with("[[route]]\nname = \"x\"\npaths = [\"/x\"]\naccess = \"deny\""),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.routes.len(), 2);
+    assert_eq!(p.session, sekisho_policy::SessionSettings::default());
+    assert_eq!(p.lockout, sekisho_policy::LockoutSettings::default());
+}

@@ -1,0 +1,13 @@
+//! The policy crate's integration tests, in one binary (one link on a 2-core machine):
+//! the reference policy, diagnostics, canonicalisation (with the bypass corpus), matching and
+//! decisions.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod canon;
+mod decide;
+mod diagnostics;
+mod matcher;
+mod reference;
+
+/// The reference policy, byte for byte as shipped in /work/shared.
+pub const REFERENCE: &str = include_str!("../data/policy-reference.toml");
