@@ -145,7 +145,7 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
         Err(_) => return,
     };
     let active = gw.active();
-    let limits = active.policy.limits.clone();
+    let limits = active.policy.limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(active.tls.server_config.clone());
     let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,

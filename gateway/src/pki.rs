@@ -173,7 +173,7 @@ pub fn device_revoke(dir: &Path, which: &str, clock: &dyn Clock) -> anyhow::Resu
             .filter(|c| *c != ':')
             .collect::<String>()
             .to_ascii_lowercase();
-        if s.is_empty() || s.len() > 40 || s.len() % 2 != 0 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        if s.is_empty() || s.len() > 40 || !s.len().is_multiple_of(2) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
             bail!("{which:?} is neither a certificate file nor a hex serial number");
         }
         s
@@ -258,7 +258,7 @@ fn random_password() -> anyhow::Result<String> {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
