@@ -130,3 +130,80 @@ pub fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+
+    fn cert(eku: &[ExtendedKeyUsagePurpose], sans: Vec<SanType>) -> DeviceCert {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, "laptop-1");
+        p.extended_key_usages = eku.to_vec();
+        p.subject_alt_names = sans;
+        DeviceCert::from_der(p.self_signed(&key).unwrap().der())
+    }
+
+    fn uri(s: &str) -> SanType {
+        SanType::URI(s.try_into().unwrap())
+    }
+
+    #[test]
+    fn client_auth_eku_is_required() {
+        let ok = cert(&[ExtendedKeyUsagePurpose::ClientAuth], vec![]);
+        assert_eq!(ok.defect, None);
+        let none = cert(&[], vec![]);
+        assert_eq!(none.defect, Some("device_cert_without_client_auth"));
+        let server = cert(&[ExtendedKeyUsagePurpose::ServerAuth], vec![]);
+        assert_eq!(server.defect, Some("device_cert_without_client_auth"));
+        let email = cert(&[ExtendedKeyUsagePurpose::EmailProtection], vec![]);
+        assert_eq!(email.defect, Some("device_cert_without_client_auth"));
+    }
+
+    #[test]
+    fn the_user_comes_only_from_the_uri_san() {
+        let c = cert(
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            vec![uri("urn:sekisho:user:tanaka")],
+        );
+        assert_eq!(c.user.as_deref(), Some("tanaka"));
+        assert_eq!(c.name, "laptop-1");
+        // The same text as an rfc822Name (MTLS-012) or another URI identifies nobody.
+        let mail = cert(
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            vec![SanType::Rfc822Name("urn:sekisho:user:tanaka".try_into().unwrap())],
+        );
+        assert_eq!(mail.user, None);
+        let other = cert(
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            vec![uri("spiffe://x/urn:sekisho:user:tanaka")],
+        );
+        assert_eq!(other.user, None);
+        let two = cert(
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            vec![uri("urn:sekisho:user:a"), uri("urn:sekisho:user:b")],
+        );
+        assert_eq!(two.defect, Some("device_cert_two_users"));
+    }
+
+    #[test]
+    fn validity_and_revocation_are_checked_at_request_time() {
+        let c = cert(&[ExtendedKeyUsagePurpose::ClientAuth], vec![]);
+        let crl = RevocationList::default();
+        assert_eq!(c.check_now(c.not_before - 1, &crl), Err("device_cert_not_yet_valid"));
+        assert_eq!(c.check_now(c.not_after + 1, &crl), Err("device_cert_expired"));
+        assert_eq!(c.check_now(c.not_before + 1, &crl), Ok(()));
+        assert!(hex(&c.serial).len() >= 2);
+    }
+
+    #[test]
+    fn garbage_is_a_defective_device_not_no_device() {
+        let c = DeviceCert::from_der(b"not a certificate");
+        assert_eq!(c.defect, Some("device_cert_unparsable"));
+        assert_eq!(
+            c.check_now(0, &RevocationList::default()),
+            Err("device_cert_unparsable")
+        );
+    }
+}

@@ -297,3 +297,51 @@ fn write_with_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::revocation::RevocationList;
+    use rustls_pki_types::pem::PemObject;
+
+    fn crl_of(dir: &Path) -> RevocationList {
+        let pem = fs::read(dir.join(CA_CRL)).unwrap();
+        let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(&pem).unwrap();
+        RevocationList::from_der(der.as_ref()).unwrap()
+    }
+
+    #[test]
+    fn issue_then_revoke_puts_the_serial_on_a_fresh_crl() {
+        let dir = std::env::temp_dir().join(format!("sekisho-pki-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let clock = FixedClock::at_unix(1_800_000_000);
+        ca_init(&dir, clock.as_ref()).unwrap();
+        assert!(crl_of(&dir).is_empty());
+        let issued = device_issue(&dir, "pc-1", "tanaka", &dir.join("pc-1.p12"), 30, clock.as_ref()).unwrap();
+        let cert = DeviceCert::from_der(
+            rustls_pki_types::CertificateDer::from_pem_slice(&fs::read(&issued.cert_pem).unwrap())
+                .unwrap()
+                .as_ref(),
+        );
+        assert_eq!(cert.user.as_deref(), Some("tanaka"));
+        assert_eq!(cert.defect, None);
+        assert_eq!(cert.not_after - cert.not_before, 30 * 86400 + 300);
+
+        clock.advance(std::time::Duration::from_secs(60));
+        let serial = device_revoke(&dir, &issued.serial_hex, clock.as_ref()).unwrap();
+        assert_eq!(serial, issued.serial_hex);
+        let crl = crl_of(&dir);
+        assert!(crl.is_revoked(&cert.serial));
+        assert_eq!(crl.len(), 1);
+        // Revoking twice keeps one entry; the CRL is valid for a year from now and no longer.
+        device_revoke(&dir, &issued.serial_hex.to_uppercase(), clock.as_ref()).unwrap();
+        let crl = crl_of(&dir);
+        assert_eq!(crl.len(), 1);
+        let now = clock.unix_seconds();
+        assert!(!crl.is_stale(now + CRL_LIFETIME_DAYS * 86400 - 1));
+        assert!(crl.is_stale(now + CRL_LIFETIME_DAYS * 86400 + 1));
+        assert_eq!(cert.check_now(now, &crl), Err("device_cert_revoked"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
