@@ -82,6 +82,11 @@ impl DeviceCert {
         }
     }
 
+    /// Marks the certificate as unable to identify a device (its chain was refused).
+    pub fn refuse(&mut self, why: &'static str) {
+        self.defect = self.defect.or(Some(why));
+    }
+
     fn defective(fingerprint: String, why: &'static str) -> DeviceCert {
         DeviceCert {
             fingerprint,

@@ -21,6 +21,7 @@ pub mod listener;
 pub mod pipeline;
 pub mod pki;
 pub mod proxy;
+pub mod request_line;
 pub mod revocation;
 pub mod server;
 pub mod tls;

@@ -4,16 +4,20 @@
 //! HTTP/2) with an idle deadline, until it ends or the gateway stops.
 
 use crate::device::DeviceCert;
+use crate::error::Refusal;
 use crate::forwarded::canonical;
 use crate::gateway::Gateway;
 use crate::pipeline;
+use crate::request_line::FragmentWatch;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::UnixTime;
+use sekisho_policy::ClientCertMode;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -161,14 +165,35 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
         }
     };
     let (_, conn) = tls.get_ref();
+    let device = match conn.peer_certificates() {
+        None => None,
+        Some(chain) => {
+            let mut cert = match chain.first() {
+                Some(ee) => DeviceCert::from_der(ee.as_ref()),
+                None => return,
+            };
+            let now =
+                UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(gw.clock.unix_seconds()).unwrap_or(0)));
+            if let Err((why, e)) = active.tls.verify_device_chain(chain, now) {
+                tracing::info!(peer = %peer, reason = why, error = %e, fingerprint = %cert.fingerprint, "device certificate refused");
+                cert.refuse(why);
+            }
+            Some(cert)
+        }
+    };
+    if active.policy.server.client_certificates == ClientCertMode::Require
+        && device.as_ref().is_none_or(|d| d.defect.is_some())
+    {
+        // A `require` listener serves nobody without a valid device certificate, whatever
+        // the route says; rustls checked the chain, this adds the EKU the handshake lets by.
+        tracing::info!(peer = %peer, "closed: this listener requires a valid device certificate");
+        return;
+    }
     let info = Arc::new(ConnInfo {
         peer,
         local,
         sni: conn.server_name().map(str::to_ascii_lowercase),
-        device: conn
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .map(|cert| DeviceCert::from_der(cert.as_ref())),
+        device,
         generation: active.generation,
         device_ca_id: active.tls.device_ca_id.clone(),
         http2: conn.alpn_protocol() == Some(b"h2"),
@@ -179,6 +204,7 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
     let io = TokioIo::new(ActivityIo {
         inner: tls,
         activity: activity.clone(),
+        fragments: (!info.http2).then(|| FragmentWatch::new(limits.max_request_line_bytes)),
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -209,7 +235,11 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
         let activity = svc_activity.clone();
         async move {
             activity.begin();
-            let response = pipeline::handle(&gw, &info, req).await;
+            let response = if activity.fragment_seen.load(Ordering::Relaxed) {
+                pipeline::refuse(&gw, &info, &req, Refusal::BadRequest("fragment_in_target"))
+            } else {
+                pipeline::handle(&gw, &info, req).await
+            };
             activity.end();
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -249,6 +279,8 @@ struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// A request line with a `#` in its target was read on this connection.
+    fragment_seen: AtomicBool,
 }
 
 impl Activity {
@@ -257,6 +289,7 @@ impl Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            fragment_seen: AtomicBool::new(false),
         }
     }
 
@@ -289,6 +322,7 @@ impl Activity {
 struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,
+    fragments: Option<FragmentWatch>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
@@ -297,6 +331,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            let this = &mut *self;
+            if let (Some(watch), Some(new)) = (this.fragments.as_mut(), buf.filled().get(before..))
+                && watch.feed(new)
+            {
+                this.activity.fragment_seen.store(true, Ordering::Relaxed);
+            }
         }
         r
     }

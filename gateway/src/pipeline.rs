@@ -103,6 +103,64 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
         }
     };
 
+    finish(
+        gw,
+        &active,
+        conn,
+        &method,
+        &raw_target,
+        &findings,
+        outcome,
+        upstream_ms,
+        response,
+    )
+}
+
+/// Answers a request with a refusal decided outside the pipeline (e.g. by the connection
+/// layer), with its access record.
+pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: Refusal) -> Response<ResponseBody> {
+    let active = gw.active();
+    let findings = Findings {
+        reason: Some(refusal.reason()),
+        ..Findings::default()
+    };
+    let raw_target = target_text(req);
+    finish(
+        gw,
+        &active,
+        conn,
+        req.method(),
+        &raw_target,
+        &findings,
+        "deny",
+        None,
+        refusal.into_response(),
+    )
+}
+
+fn target_text(req: &Request<Incoming>) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_owned())
+}
+
+/// Step 3: the access record, then the response (or 503 if the record cannot be kept for
+/// anything but a public route).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per outcome; a struct would only rename them"
+)]
+fn finish(
+    gw: &Gateway,
+    active: &Active,
+    conn: &ConnInfo,
+    method: &Method,
+    raw_target: &str,
+    findings: &Findings,
+    outcome: &'static str,
+    upstream_ms: Option<u64>,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
     let policy = &active.policy;
     let route = findings.route.map(|id| policy.route(id));
     let record = AccessRecord {
@@ -113,7 +171,7 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
         method: method.as_str(),
         host: findings.host.as_deref(),
         path: findings.path.as_deref(),
-        raw_target: (findings.changed || findings.path.is_none()).then_some(raw_target.as_str()),
+        raw_target: (findings.changed || findings.path.is_none()).then_some(raw_target),
         route: route.map(|r| r.name.as_str()),
         outcome,
         reason: findings.reason.unwrap_or("public"),
@@ -209,6 +267,12 @@ fn judge(
             }
         }
     };
+
+    if policy.server.client_certificates == sekisho_policy::ClientCertMode::Require && device.is_none() {
+        // The listener requires a device for every request: a certificate revoked or
+        // expired since the handshake ends access here too.
+        return Err(Refusal::Forbidden("device_required_by_listener"));
+    }
 
     let facts = Facts {
         host: &host,

@@ -4,11 +4,14 @@
 //! serving. TLS 1.2 and 1.3 only; one crypto provider (ring).
 
 use crate::revocation::RevocationList;
+use rustls::DistinguishedName;
 use rustls::RootCertStore;
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring;
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use sekisho_policy::{ClientCertMode, Policy};
 use std::sync::Arc;
 
@@ -22,6 +25,35 @@ pub struct TlsSetup {
     pub crl_source: Option<(String, Vec<u8>)>,
     /// SHA-256 of the device CA file, so a connection verified under another CA is noticed.
     pub device_ca_id: Option<String>,
+    /// The strict verifier (device CA, CRL, its expiry) that judges a presented
+    /// certificate after the handshake; `None` when client certificates are off.
+    pub device_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl TlsSetup {
+    /// Judges a presented chain against the device CA and CRL at `now`. In `require` mode
+    /// rustls already did this during the handshake; in `request` mode it is done here, so
+    /// that a staff member whose certificate expired still reaches the public pages and
+    /// gets a clear 403 (and a logged reason) on device routes instead of a TLS failure.
+    pub fn verify_device_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), (&'static str, rustls::Error)> {
+        let Some(verifier) = &self.device_verifier else {
+            return Err((
+                "client_certificates_off",
+                rustls::Error::General("client certificates are off".into()),
+            ));
+        };
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(("device_cert_missing", rustls::Error::NoCertificatesPresented));
+        };
+        verifier
+            .verify_client_cert(end_entity, intermediates, now)
+            .map(|_| ())
+            .map_err(|e| (reason(&e), e))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +75,7 @@ impl TlsSetup {
         let provider = Arc::new(ring::default_provider());
 
         let mut device_ca_id = None;
+        let mut device_verifier = None;
         let (verifier, crl, crl_source) = match (server.client_certificates, &server.device_ca) {
             (ClientCertMode::Off, _) | (_, None) => {
                 (WebPkiClientVerifier::no_client_auth(), RevocationList::default(), None)
@@ -73,13 +106,17 @@ impl TlsSetup {
                     path: crl_path.clone(),
                     what: e.to_string(),
                 })?;
-                let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                let strict = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .with_crls([crl_der])
-                    .enforce_revocation_expiration();
-                if mode == ClientCertMode::Request {
-                    builder = builder.allow_unauthenticated();
-                }
-                let verifier = builder.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+                    .enforce_revocation_expiration()
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+                device_verifier = Some(strict.clone());
+                let verifier: Arc<dyn ClientCertVerifier> = match mode {
+                    ClientCertMode::Require => Arc::new(Mandatory(strict)),
+                    _ => Arc::new(DeferredChainCheck(strict)),
+                };
                 (verifier, list, Some((crl_path, crl_bytes)))
             }
         };
@@ -96,6 +133,7 @@ impl TlsSetup {
             crl: Arc::new(crl),
             crl_source,
             device_ca_id,
+            device_verifier,
         })
     }
 }
@@ -129,4 +167,113 @@ fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
         path: path.to_owned(),
         what: format!("no usable private key: {e}"),
     })
+}
+
+/// A stable word for why a chain was refused (audit records, diagnostics).
+fn reason(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "device_cert_expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "device_cert_not_yet_valid",
+            C::Revoked => "device_cert_revoked",
+            C::UnknownIssuer => "device_cert_unknown_issuer",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "device_cert_without_client_auth",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "device_crl_stale",
+            C::UnknownRevocationStatus => "device_cert_revocation_unknown",
+            _ => "device_cert_invalid",
+        },
+        _ => "device_cert_invalid",
+    }
+}
+
+/// `require` mode: the strict verifier, with a certificate mandatory at the handshake.
+#[derive(Debug)]
+struct Mandatory(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Mandatory {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `request` mode: the handshake proves possession of the presented certificate's key
+/// (the CertificateVerify signature is checked as usual) but leaves judging the chain to
+/// [`TlsSetup::verify_device_chain`], which runs right after the handshake and before any
+/// request. A certificate that fails it identifies no device; it never fails open, because
+/// the only thing a connection can gain from a certificate is a `DeviceCert` made after
+/// that check passed (see `listener::serve_connection`).
+#[derive(Debug)]
+struct DeferredChainCheck(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for DeferredChainCheck {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
