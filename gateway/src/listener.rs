@@ -148,6 +148,9 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
         Ok(a) => a,
         Err(_) => return,
     };
+    // A second handle on the socket, so that after hyper refused a request (400, 431) and
+    // dropped its side, the answer is not destroyed by a TCP reset (see `linger_close`).
+    let linger = socket2::SockRef::from(&stream).try_clone().ok();
     let active = gw.active();
     let limits = active.policy.limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(active.tls.server_config.clone());
@@ -229,6 +232,8 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
     }
 
     let svc_activity = activity.clone();
+    let gw_for_errors = gw.clone();
+    let info_for_errors = info.clone();
     let service = service_fn(move |req| {
         let gw = gw.clone();
         let info = info.clone();
@@ -254,6 +259,14 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                    // hyper answers what it cannot parse by itself (400, 431) without
+                    // calling the pipeline: record those refusals too.
+                    if let Some(refused) = protocol_refusal(e.as_ref()) {
+                        pipeline::record_protocol_error(&gw_for_errors, &info_for_errors, refused.0, refused.1);
+                        if let Some(socket) = linger {
+                            linger_close(socket).await;
+                        }
+                    }
                 }
                 return;
             }
@@ -271,6 +284,55 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
             }
         }
     }
+}
+
+/// Closes a socket without destroying what was just written to it. Closing while the
+/// client is still sending (a 70 KB header block, say) makes the kernel answer with a
+/// reset, and the client loses the 431 it was sent. So: stop sending (FIN), read and
+/// discard what the client still sends for a short, bounded while, then close.
+async fn linger_close(socket: socket2::Socket) {
+    /// How long, and how much, to keep draining a refused client.
+    const LINGER: Duration = Duration::from_secs(2);
+    const LINGER_BYTES: usize = 1 << 20;
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let Ok(mut stream) = TcpStream::from_std(socket.into()) else {
+        return;
+    };
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The refusal hyper made itself, if the connection ended on one: (reason, status).
+fn protocol_refusal(e: &(dyn std::error::Error + 'static)) -> Option<(&'static str, u16)> {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_parse_too_large() {
+                return Some(("header_too_large", 431));
+            }
+            if h.is_parse() || h.is_parse_status() {
+                return Some(("malformed_request", 400));
+            }
+            if h.is_timeout() {
+                return Some(("header_read_timeout", 408));
+            }
+            return None;
+        }
+        source = err.source();
+    }
+    None
 }
 
 /// When a connection last moved bytes, and whether a request is being handled.

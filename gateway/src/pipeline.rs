@@ -138,6 +138,34 @@ pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: R
     )
 }
 
+/// Records a request that hyper refused before it reached the pipeline (it could not be
+/// parsed, its header block was too large, or it did not arrive in time).
+pub fn record_protocol_error(gw: &Gateway, conn: &ConnInfo, reason: &'static str, status: u16) {
+    let active = gw.active();
+    let record = AccessRecord {
+        time: gw.clock.unix_seconds(),
+        kind: "access",
+        peer: conn.peer.ip().to_string(),
+        client: None,
+        method: "-",
+        host: conn.sni.as_deref(),
+        path: None,
+        raw_target: None,
+        route: None,
+        outcome: "deny",
+        reason,
+        status,
+        device: conn.device.as_ref().map(|d| d.fingerprint.as_str()),
+        device_problem: None,
+        user: None,
+        upstream_ms: None,
+        policy: &active.policy.id,
+    };
+    if let Err(e) = gw.audit.record(&record) {
+        tracing::error!(error = %e, "cannot write the access record");
+    }
+}
+
 fn target_text(req: &Request<Incoming>) -> String {
     req.uri()
         .path_and_query()

@@ -182,6 +182,31 @@ impl Gateway {
         self.stderr_lines().join("\n")
     }
 
+    /// The audit log file the gateway writes (`log_dir/access.jsonl`).
+    pub fn access_log(&self) -> PathBuf {
+        self.policy_path
+            .parent()
+            .expect("the policy lives in the gateway's scratch dir")
+            .join("log")
+            .join("access.jsonl")
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the process to exit by itself; returns
+    /// its exit status, or `None` if it was still running (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(crate::eventually::POLL_INTERVAL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+
     /// Sends SIGHUP (policy reload).
     pub fn reload(&self) {
         signal(self.child.id(), "HUP");
