@@ -113,10 +113,10 @@ impl TlsSetup {
                     .build()
                     .map_err(|e| TlsError::Rustls(e.to_string()))?;
                 device_verifier = Some(strict.clone());
-                let verifier: Arc<dyn ClientCertVerifier> = match mode {
-                    ClientCertMode::Require => Arc::new(Mandatory(strict)),
-                    _ => Arc::new(DeferredChainCheck(strict)),
-                };
+                let verifier: Arc<dyn ClientCertVerifier> = Arc::new(DeviceVerifier {
+                    strict,
+                    mandatory: mode == ClientCertMode::Require,
+                });
                 (verifier, list, Some((crl_path, crl_bytes)))
             }
         };
@@ -187,19 +187,29 @@ fn reason(e: &rustls::Error) -> &'static str {
     }
 }
 
-/// `require` mode: the strict verifier, with a certificate mandatory at the handshake.
+/// The client-certificate verifier of a listener with a device CA. In `require` mode it
+/// is the strict verifier with a certificate mandatory at the handshake. In `request` mode
+/// the handshake proves possession of the presented certificate's key (the
+/// CertificateVerify signature is checked as usual) but judging the chain is left to
+/// [`TlsSetup::verify_device_chain`], which runs right after the handshake and before any
+/// request. A certificate that fails it identifies no device; this never fails open,
+/// because the only thing a connection can gain from a certificate is a `DeviceCert` made
+/// after that check passed (see `listener::serve_connection`).
 #[derive(Debug)]
-struct Mandatory(Arc<dyn ClientCertVerifier>);
+struct DeviceVerifier {
+    strict: Arc<dyn ClientCertVerifier>,
+    mandatory: bool,
+}
 
-impl ClientCertVerifier for Mandatory {
+impl ClientCertVerifier for DeviceVerifier {
     fn offer_client_auth(&self) -> bool {
         true
     }
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.strict.root_hint_subjects()
     }
     fn verify_client_cert(
         &self,
@@ -207,7 +217,11 @@ impl ClientCertVerifier for Mandatory {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0.verify_client_cert(end_entity, intermediates, now)
+        if self.mandatory {
+            self.strict.verify_client_cert(end_entity, intermediates, now)
+        } else {
+            Ok(ClientCertVerified::assertion())
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -215,7 +229,7 @@ impl ClientCertVerifier for Mandatory {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.strict.verify_tls12_signature(message, cert, dss)
     }
     fn verify_tls13_signature(
         &self,
@@ -223,57 +237,9 @@ impl ClientCertVerifier for Mandatory {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.strict.verify_tls13_signature(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `request` mode: the handshake proves possession of the presented certificate's key
-/// (the CertificateVerify signature is checked as usual) but leaves judging the chain to
-/// [`TlsSetup::verify_device_chain`], which runs right after the handshake and before any
-/// request. A certificate that fails it identifies no device; it never fails open, because
-/// the only thing a connection can gain from a certificate is a `DeviceCert` made after
-/// that check passed (see `listener::serve_connection`).
-#[derive(Debug)]
-struct DeferredChainCheck(Arc<dyn ClientCertVerifier>);
-
-impl ClientCertVerifier for DeferredChainCheck {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.strict.supported_verify_schemes()
     }
 }
