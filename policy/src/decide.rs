@@ -90,6 +90,21 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 11] = [
+        Reason::NoRoute,
+        Reason::DenyRoute,
+        Reason::AddressNotAllowed,
+        Reason::DeviceRequired,
+        Reason::SecondFactorRequired,
+        Reason::FactorNotAccepted,
+        Reason::NotInGroup,
+        Reason::UnknownUser,
+        Reason::DeviceUserMismatch,
+        Reason::Public,
+        Reason::Authenticated,
+    ];
+
     /// Stable snake_case name, used in audit logs.
     pub fn as_str(&self) -> &'static str {
         match self {

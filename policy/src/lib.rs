@@ -22,22 +22,32 @@
 //!    tracer attached.
 
 mod canon;
+mod cases;
 mod decide;
+mod diff;
 mod duration;
 mod limits;
+mod lint;
 mod matcher;
 mod model;
 mod parse;
+mod schema;
 
 /// The prefix of the gateway's own pages (login, enrolment). No route may name a path
 /// under it, and the gateway never forwards a request under it.
 pub const RESERVED_PREFIX: &str = "/.sekisho";
 
 pub use canon::{CanonError, CanonicalTarget, canonicalize_target};
+pub use cases::{
+    GATEWAY_REASONS, PolicyTest, TestDevice, TestRequest, TestResult, decide_request, read_tests, run_tests,
+};
 pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, SessionFacts, decide, explain};
+pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
 pub use limits::Limits;
+pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
 pub use model::{
     Access, ClientCertMode, Factor, LockoutSettings, Policy, Route, RouteId, Server, SessionSettings, Upstream, User,
 };
-pub use parse::{Diagnostic, Diagnostics, parse};
+pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
+pub use schema::json_schema;

@@ -41,6 +41,9 @@ pub struct Limits {
     pub revocation_poll_interval: Duration,
     /// Time in-flight requests get to finish on shutdown. Default 10s.
     pub shutdown_grace: Duration,
+    /// How often the policy file is checked for changes (identity, then content hash), in
+    /// addition to SIGHUP. Default 1s.
+    pub policy_poll_interval: Duration,
 }
 
 impl Default for Limits {
@@ -61,28 +64,10 @@ impl Default for Limits {
             h2_max_concurrent_streams: 100,
             revocation_poll_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            policy_poll_interval: Duration::from_secs(1),
         }
     }
 }
-
-/// The keys of `[limits]`, which are the field names.
-pub(crate) const KEYS: &[&str] = &[
-    "max_request_line_bytes",
-    "max_header_bytes",
-    "max_headers",
-    "max_body_bytes",
-    "header_read_timeout",
-    "idle_timeout",
-    "tls_handshake_timeout",
-    "max_connections",
-    "max_connections_per_ip",
-    "upstream_connect_timeout",
-    "upstream_response_timeout",
-    "upstream_idle_pool_per_host",
-    "h2_max_concurrent_streams",
-    "revocation_poll_interval",
-    "shutdown_grace",
-];
 
 const MIB: u64 = 1024 * 1024;
 
@@ -96,7 +81,7 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
     let Some(t) = table else {
         return l;
     };
-    t.check_keys(sink, KEYS);
+    t.check_keys(sink, crate::parse::keys::LIMITS);
 
     let size = |sink: &mut Sink<'_>, key: &str, min: u64, max: u64, into: &mut usize| {
         if let Some(n) = t.integer(sink, key, min, max).and_then(|n| usize::try_from(n).ok()) {
@@ -174,6 +159,13 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         &mut l.revocation_poll_interval,
     );
     duration(sink, "shutdown_grace", ms(1), secs(3600), &mut l.shutdown_grace);
+    duration(
+        sink,
+        "policy_poll_interval",
+        ms(100),
+        secs(3600),
+        &mut l.policy_poll_interval,
+    );
 
     if l.max_connections_per_ip > l.max_connections {
         sink.error_help(

@@ -3,6 +3,7 @@
 //! error). Must not touch the filesystem: `file_name` is only used in messages.
 
 mod diagnostic;
+pub(crate) mod keys;
 mod routes;
 mod server;
 mod values;
@@ -11,16 +12,12 @@ mod walk;
 use sha2::{Digest, Sha256};
 use toml::de::DeTable;
 
-pub(crate) use diagnostic::Sink;
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use diagnostic::{Sink, position};
 pub(crate) use walk::Table;
 
 use crate::matcher::{Entry, Matcher};
 use crate::model::{Access, LockoutSettings, Policy, SessionSettings};
-
-const ROOT_KEYS: &[&str] = &[
-    "version", "server", "session", "lockout", "limits", "upstream", "route", "user",
-];
 
 /// Parses and validates a format-1 policy. `file_name` only labels diagnostics.
 pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
@@ -37,7 +34,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
     }
     let root_span = root.span();
     let root = Table::new(root.get_ref(), 0..root_span.end.min(1), "the policy file");
-    root.check_keys(&mut sink, ROOT_KEYS);
+    root.check_keys(&mut sink, keys::ROOT);
 
     let version = read_version(&mut sink, &root);
     let server = match root.table(&mut sink, "server", "[server]") {
@@ -62,6 +59,9 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
     let users = routes::read_users(&mut sink, &t);
     let route_tables = root.tables(&mut sink, "route", "[[route]]");
     let routes = routes::read_routes(&mut sink, &route_tables, &server, &upstream_names, &users);
+    // `[[test]]` tables do not change the model, but a mistyped test is still an error here.
+    let test_tables = root.tables(&mut sink, "test", "[[test]]");
+    crate::cases::read(&mut sink, file_name, text, &test_tables);
 
     if !sink.is_empty() {
         return Err(sink.finish());
@@ -127,7 +127,7 @@ fn read_version(sink: &mut Sink<'_>, root: &Table<'_, '_>) -> u32 {
 fn read_session(sink: &mut Sink<'_>, t: Option<&Table<'_, '_>>) -> SessionSettings {
     let mut s = SessionSettings::default();
     let Some(t) = t else { return s };
-    t.check_keys(sink, &["idle_timeout", "absolute_timeout"]);
+    t.check_keys(sink, keys::SESSION);
     let (min, max) = (
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(30 * 86_400),
@@ -151,7 +151,7 @@ fn read_session(sink: &mut Sink<'_>, t: Option<&Table<'_, '_>>) -> SessionSettin
 fn read_lockout(sink: &mut Sink<'_>, t: Option<&Table<'_, '_>>) -> LockoutSettings {
     let mut l = LockoutSettings::default();
     let Some(t) = t else { return l };
-    t.check_keys(sink, &["max_failures", "window", "duration"]);
+    t.check_keys(sink, keys::LOCKOUT);
     if let Some(n) = t
         .integer(sink, "max_failures", 1, 1000)
         .and_then(|n| u32::try_from(n).ok())
@@ -171,7 +171,8 @@ fn read_lockout(sink: &mut Sink<'_>, t: Option<&Table<'_, '_>>) -> LockoutSettin
     l
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256 of `bytes` (the policy id of a file with these bytes).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut out = String::with_capacity(64);
     for b in digest.iter() {

@@ -10,20 +10,6 @@ use super::values::{self, Bad};
 use super::walk::{Str, Table, nearest};
 use crate::model::{Access, ClientCertMode, Factor, Route, RouteId, Server, Upstream, User};
 
-const UPSTREAM_KEYS: &[&str] = &["name", "url", "case_insensitive"];
-const USER_KEYS: &[&str] = &["name", "email", "groups"];
-const ROUTE_KEYS: &[&str] = &[
-    "name",
-    "paths",
-    "hosts",
-    "upstream",
-    "access",
-    "allow_ips",
-    "require_device",
-    "second_factor",
-    "groups",
-];
-
 fn report(sink: &mut Sink<'_>, span: Range<usize>, b: Bad) {
     sink.error_help(span, b.message, b.help);
 }
@@ -53,7 +39,7 @@ pub(super) fn read_upstreams(sink: &mut Sink<'_>, tables: &[Table<'_, '_>]) -> (
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for t in tables {
-        t.check_keys(sink, UPSTREAM_KEYS);
+        t.check_keys(sink, super::keys::UPSTREAM);
         let name = read_name(sink, t, "upstream", &mut seen);
         let url = t.required_string(sink, "url", "add `url = \"http://127.0.0.1:8080\"`");
         let case_insensitive = t.boolean(sink, "case_insensitive").unwrap_or(true);
@@ -93,7 +79,7 @@ pub(super) fn read_users(sink: &mut Sink<'_>, tables: &[Table<'_, '_>]) -> Vec<U
     let mut seen = Vec::new();
     let mut out = Vec::new();
     for t in tables {
-        t.check_keys(sink, USER_KEYS);
+        t.check_keys(sink, super::keys::USER);
         let name = read_name(sink, t, "user", &mut seen);
         let email = t.string(sink, "email").and_then(|s| {
             let ok = s.value.len() <= 254
@@ -156,7 +142,7 @@ pub(super) fn read_routes(
     let mut out = Vec::new();
 
     for t in tables {
-        t.check_keys(sink, ROUTE_KEYS);
+        t.check_keys(sink, super::keys::ROUTE);
         let name = read_name(sink, t, "route", &mut seen);
         let label = name.clone().unwrap_or_else(|| "?".to_string());
 

@@ -6,19 +6,6 @@ use super::values;
 use super::walk::Table;
 use crate::model::{ClientCertMode, Server};
 
-const KEYS: &[&str] = &[
-    "listen",
-    "hostnames",
-    "tls_cert",
-    "tls_key",
-    "device_ca",
-    "device_crl",
-    "client_certificates",
-    "trusted_proxies",
-    "state_dir",
-    "log_dir",
-];
-
 /// A server value used only to keep walking after `[server]` was missing; `parse` never
 /// returns it because the missing table is an error.
 pub(super) fn placeholder() -> Server {
@@ -37,7 +24,7 @@ pub(super) fn placeholder() -> Server {
 }
 
 pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
-    t.check_keys(sink, KEYS);
+    t.check_keys(sink, super::keys::SERVER);
 
     let mut listen = Vec::new();
     match t.string_list(sink, "listen") {

@@ -9,6 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diagnostic::Sink;
+
 use crate::duration::parse_duration;
 
 /// A string value with its place in the file.
@@ -33,7 +34,9 @@ impl<'t, 'i> Table<'t, 'i> {
     }
 
     /// Reports every key not in `allowed`, suggesting the nearest allowed key.
-    pub(crate) fn check_keys(&self, sink: &mut Sink<'_>, allowed: &[&str]) {
+    pub(crate) fn check_keys(&self, sink: &mut Sink<'_>, allowed: &[super::keys::Key]) {
+        let allowed = super::keys::names(allowed);
+        let allowed = allowed.as_slice();
         for key in self.table.keys() {
             let name: &str = key.get_ref();
             if allowed.contains(&name) {

@@ -3,10 +3,12 @@
 //! decisions.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod as_code;
 mod canon;
 mod decide;
 mod diagnostics;
 mod matcher;
+mod property;
 mod reference;
 
 /// The reference policy, byte for byte as shipped in /work/shared.

@@ -1,0 +1,311 @@
+//! The key tables of format 1: every table's allowed keys with their kind and a one-line
+//! meaning. The parser checks keys against these tables, and `sekisho policy schema` emits
+//! its JSON Schema from the very same tables, so the two cannot drift apart.
+
+/// One allowed key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub doc: &'static str,
+}
+
+/// What a key holds (as much as a JSON Schema can say; the parser checks the rest).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// The integer 1.
+    Version,
+    String,
+    Bool,
+    /// An integer in `min..=max`.
+    Integer(u64, u64),
+    /// A duration string such as `"15m"`.
+    Duration,
+    StringList,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// A list of these strings.
+    ListOf(&'static [&'static str]),
+    /// A sub-table with these keys.
+    Table(&'static [Key]),
+    /// An array of tables with these keys; `required` keys listed.
+    Tables(&'static [Key], &'static [&'static str]),
+    /// An inline table (the request of a `[[test]]`).
+    Inline(&'static [Key]),
+    /// `true`, `false` or a user name (the `device` of a test request).
+    BoolOrString,
+}
+
+const fn key(name: &'static str, kind: Kind, doc: &'static str) -> Key {
+    Key { name, kind, doc }
+}
+
+/// The names of a table's keys.
+pub(crate) fn names(keys: &[Key]) -> Vec<&'static str> {
+    keys.iter().map(|k| k.name).collect()
+}
+
+pub(crate) const ROOT: &[Key] = &[
+    key("version", Kind::Version, "Policy format; always 1."),
+    key("server", Kind::Table(SERVER), "Listeners, TLS, device CA, directories."),
+    key("session", Kind::Table(SESSION), "Second-factor session timeouts."),
+    key(
+        "lockout",
+        Kind::Table(LOCKOUT),
+        "Lockout after failed second-factor attempts.",
+    ),
+    key(
+        "limits",
+        Kind::Table(LIMITS),
+        "Sizes, timeouts and counts (each has a safe default).",
+    ),
+    key(
+        "upstream",
+        Kind::Tables(UPSTREAM, &["name", "url"]),
+        "An application behind the gateway.",
+    ),
+    key(
+        "route",
+        Kind::Tables(ROUTE, &["name", "paths", "access"]),
+        "Paths and who may reach them; the longest matching path wins.",
+    ),
+    key(
+        "user",
+        Kind::Tables(USER, &["name"]),
+        "A person who may pass protected routes.",
+    ),
+    key(
+        "test",
+        Kind::Tables(TEST, &["request", "expect"]),
+        "A policy test run by `sekisho policy test`; does not change what the gateway decides.",
+    ),
+];
+
+pub(crate) const SERVER: &[Key] = &[
+    key(
+        "listen",
+        Kind::StringList,
+        "Socket addresses, e.g. \"0.0.0.0:8443\", \"[::]:8443\".",
+    ),
+    key(
+        "hostnames",
+        Kind::StringList,
+        "Host / SNI names served; others get 421.",
+    ),
+    key("tls_cert", Kind::String, "PEM certificate chain file."),
+    key(
+        "tls_key",
+        Kind::String,
+        "PEM private key file (the key stays in the file).",
+    ),
+    key("device_ca", Kind::String, "CA whose certificates identify devices."),
+    key(
+        "device_crl",
+        Kind::String,
+        "CRL of the device CA (default: beside device_ca).",
+    ),
+    key(
+        "client_certificates",
+        Kind::OneOf(&["require", "request", "off"]),
+        "Whether the TLS listener asks for device certificates.",
+    ),
+    key(
+        "trusted_proxies",
+        Kind::StringList,
+        "CIDRs whose X-Forwarded-For is believed.",
+    ),
+    key("state_dir", Kind::String, "Sessions, enrolments and counters."),
+    key("log_dir", Kind::String, "The signed audit log."),
+];
+
+pub(crate) const SESSION: &[Key] = &[
+    key(
+        "idle_timeout",
+        Kind::Duration,
+        "Idle time that ends a session (1m to 30d).",
+    ),
+    key("absolute_timeout", Kind::Duration, "Lifetime of a session (1m to 30d)."),
+];
+
+pub(crate) const LOCKOUT: &[Key] = &[
+    key(
+        "max_failures",
+        Kind::Integer(1, 1000),
+        "Failed second-factor attempts …",
+    ),
+    key("window", Kind::Duration, "… within this window …"),
+    key(
+        "duration",
+        Kind::Duration,
+        "… lock the user and the source address for this long.",
+    ),
+];
+
+pub(crate) const LIMITS: &[Key] = &[
+    key(
+        "max_request_line_bytes",
+        Kind::Integer(256, 1 << 20),
+        "Longest request line (414).",
+    ),
+    key(
+        "max_header_bytes",
+        Kind::Integer(8192, 1 << 20),
+        "Largest header block (431).",
+    ),
+    key(
+        "max_headers",
+        Kind::Integer(1, 1024),
+        "Most header fields in one request.",
+    ),
+    key(
+        "max_body_bytes",
+        Kind::Integer(1, 64 << 30),
+        "Largest request body (413).",
+    ),
+    key(
+        "header_read_timeout",
+        Kind::Duration,
+        "Time to receive the request head.",
+    ),
+    key("idle_timeout", Kind::Duration, "Idle keep-alive connection lifetime."),
+    key(
+        "tls_handshake_timeout",
+        Kind::Duration,
+        "Time allowed for the TLS handshake.",
+    ),
+    key(
+        "max_connections",
+        Kind::Integer(1, 1_000_000),
+        "Open client connections in total.",
+    ),
+    key(
+        "max_connections_per_ip",
+        Kind::Integer(1, 1_000_000),
+        "Open connections per address.",
+    ),
+    key(
+        "upstream_connect_timeout",
+        Kind::Duration,
+        "Time to connect to an upstream.",
+    ),
+    key(
+        "upstream_response_timeout",
+        Kind::Duration,
+        "Time for an upstream's response head.",
+    ),
+    key(
+        "upstream_idle_pool_per_host",
+        Kind::Integer(1, 10_000),
+        "Idle pooled upstream connections.",
+    ),
+    key(
+        "h2_max_concurrent_streams",
+        Kind::Integer(1, 10_000),
+        "HTTP/2 streams per connection.",
+    ),
+    key(
+        "revocation_poll_interval",
+        Kind::Duration,
+        "How often the device CRL is checked.",
+    ),
+    key("shutdown_grace", Kind::Duration, "Time open requests get on shutdown."),
+    key(
+        "policy_poll_interval",
+        Kind::Duration,
+        "How often the policy file is checked for changes.",
+    ),
+];
+
+pub(crate) const UPSTREAM: &[Key] = &[
+    key("name", Kind::String, "Referred to by routes."),
+    key("url", Kind::String, "http://host:port or https://host:port, no path."),
+    key(
+        "case_insensitive",
+        Kind::Bool,
+        "Route paths match case-insensitively (default true).",
+    ),
+];
+
+pub(crate) const USER: &[Key] = &[
+    key("name", Kind::String, "The user's name (also in device certificates)."),
+    key("email", Kind::String, "Where notices go."),
+    key("groups", Kind::StringList, "Groups the user belongs to."),
+];
+
+pub(crate) const FACTORS: &[&str] = &["webauthn", "totp"];
+
+pub(crate) const ROUTE: &[Key] = &[
+    key("name", Kind::String, "Route name (logs, explain)."),
+    key(
+        "paths",
+        Kind::StringList,
+        "Decoded canonical path prefixes, matched by whole segments.",
+    ),
+    key(
+        "hosts",
+        Kind::StringList,
+        "Server hostnames this route applies to (default: all).",
+    ),
+    key("upstream", Kind::String, "The upstream's name (not on deny routes)."),
+    key(
+        "access",
+        Kind::OneOf(&["public", "protected", "deny"]),
+        "What the route demands.",
+    ),
+    key(
+        "allow_ips",
+        Kind::StringList,
+        "Client networks admitted (default: every address).",
+    ),
+    key(
+        "require_device",
+        Kind::Bool,
+        "A valid, unrevoked device certificate is needed.",
+    ),
+    key(
+        "second_factor",
+        Kind::ListOf(FACTORS),
+        "Accepted factors (protected routes).",
+    ),
+    key("groups", Kind::StringList, "Groups allowed through (protected routes)."),
+];
+
+pub(crate) const TEST: &[Key] = &[
+    key("name", Kind::String, "What the test checks (shown in the output)."),
+    key("request", Kind::Inline(TEST_REQUEST), "The request to decide."),
+    key(
+        "expect",
+        Kind::OneOf(&["allow", "login", "deny"]),
+        "The decision expected.",
+    ),
+    key(
+        "reason",
+        Kind::String,
+        "The reason expected (e.g. \"address_not_allowed\"), optional.",
+    ),
+];
+
+pub(crate) const TEST_REQUEST: &[Key] = &[
+    key("ip", Kind::String, "The client address."),
+    key(
+        "path",
+        Kind::String,
+        "The raw path, as a client sends it (canonicalised first).",
+    ),
+    key("host", Kind::String, "The host (default: the first server hostname)."),
+    key(
+        "device",
+        Kind::BoolOrString,
+        "A valid device certificate: true, or the user it belongs to.",
+    ),
+    key(
+        "user",
+        Kind::String,
+        "A session of this user (with a completed second factor).",
+    ),
+    key(
+        "factors",
+        Kind::ListOf(FACTORS),
+        "The session's completed factors (default: all).",
+    ),
+];
