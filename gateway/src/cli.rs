@@ -4,7 +4,9 @@
 use crate::clock;
 use clap::{Parser, Subcommand};
 
+mod log;
 mod policy;
+mod user;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,6 +36,17 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCommand,
+    },
+    /// The signed access log: initialise its key, verify, export and search it.
+    Log {
+        #[command(subcommand)]
+        command: log::LogCommand,
+    },
+    /// Users' second factors: invitations (the only way to enrol), listing, removing a
+    /// factor, disabling and enabling.
+    User {
+        #[command(flatten)]
+        args: user::UserArgs,
     },
     /// Manage the device CA.
     Ca {
@@ -119,6 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy::run(command),
+        Command::User { args } => user::run(args, clock),
+        Command::Log { command } => log::run(command, clock.as_ref()),
         Command::Ca {
             command: CaCommand::Init { dir },
         } => {

@@ -13,6 +13,8 @@ pub const SESSION_COOKIE: &str = "__Host-sekisho";
 pub const DEVICE_HEADER: &str = "x-sekisho-device";
 pub const ROUTE_HEADER: &str = "x-sekisho-route";
 pub const USER_HEADER: &str = "x-sekisho-user";
+/// The authenticated user's groups (comma-separated), set by the gateway.
+pub const GROUPS_HEADER: &str = "x-sekisho-groups";
 
 /// Hop-by-hop and framing headers: never forwarded in either direction.
 const HOP_BY_HOP: &[&str] = &[

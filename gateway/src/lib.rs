@@ -7,6 +7,7 @@
 //! ([`sekisho_policy::decide`]) → proxy ([`proxy`]) → audit record ([`audit`]).
 
 pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
@@ -21,7 +22,9 @@ pub mod listener;
 pub mod pipeline;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod request_line;
 pub mod revocation;
 pub mod server;
+pub mod store;
 pub mod tls;

@@ -8,7 +8,7 @@
 //!
 //! Every later step uses the one canonical request made in step 1.
 
-use crate::audit::AccessRecord;
+use crate::audit::{self, AccessRecord, Event};
 use crate::body::ResponseBody;
 use crate::error::Refusal;
 use crate::forwarded;
@@ -32,6 +32,8 @@ struct Admitted {
     target: CanonicalTarget,
     client_ip: IpAddr,
     device: Option<DeviceFacts>,
+    /// The live second-factor session, if any (its user goes upstream as identity).
+    session: Option<crate::auth::Live>,
 }
 
 /// What step 1 established about any request, admitted or not, for the record.
@@ -45,6 +47,10 @@ struct Findings {
     device: Option<String>,
     device_problem: Option<&'static str>,
     reason: Option<&'static str>,
+    /// The session's (or a ceremony's) user.
+    user: Option<String>,
+    /// Set when the request is for the gateway's own pages under `/.sekisho/`.
+    own_page: Option<crate::auth::http::PageRequest>,
 }
 
 /// Handles one request end to end.
@@ -59,6 +65,13 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
 
     let judged = judge(gw, &active, conn, &req, &mut findings);
     let (response, outcome, upstream_ms) = match judged {
+        Err(_) if findings.own_page.is_some() => {
+            let page = findings.own_page.take();
+            let (response, served) = crate::auth::serve_page(gw, &active.policy, page, req).await;
+            findings.reason = Some(served.reason);
+            findings.user = served.user;
+            (response, "gateway", None)
+        }
         Err(refusal) => {
             let outcome = match refusal {
                 Refusal::Login { .. } | Refusal::Unauthorized => "login",
@@ -83,6 +96,7 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
                         host: &admitted.host,
                         client_ip: admitted.client_ip,
                         device: admitted.device.as_ref().map(|d| d.fingerprint.as_str()),
+                        user: crate::auth::identity(policy, admitted.session.as_ref()),
                         limits: &policy.limits,
                     };
                     let r = gw.upstreams.forward(fwd, req).await;
@@ -114,10 +128,12 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
         upstream_ms,
         response,
     )
+    .await
 }
 
 /// Answers a request with a refusal decided outside the pipeline (e.g. by the connection
-/// layer), with its access record.
+/// layer), with its access record. The record is queued, not awaited: the answer is a
+/// refusal that reveals nothing, and the connection layer calls this synchronously.
 pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: Refusal) -> Response<ResponseBody> {
     let active = gw.active();
     let findings = Findings {
@@ -125,8 +141,8 @@ pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: R
         ..Findings::default()
     };
     let raw_target = target_text(req);
-    finish(
-        gw,
+    let response = refusal.into_response();
+    let record = access_record(
         &active,
         conn,
         req.method(),
@@ -134,17 +150,18 @@ pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: R
         &findings,
         "deny",
         None,
-        refusal.into_response(),
-    )
+        &response,
+    );
+    gw.audit.record_detached(&Event::Access(record));
+    response
 }
 
 /// Records a request that hyper refused before it reached the pipeline (it could not be
-/// parsed, its header block was too large, or it did not arrive in time).
+/// parsed, its header block was too large, or it did not arrive in time). Queued, not
+/// awaited: the connection is already refused.
 pub fn record_protocol_error(gw: &Gateway, conn: &ConnInfo, reason: &'static str, status: u16) {
     let active = gw.active();
     let record = AccessRecord {
-        time: gw.clock.unix_seconds(),
-        kind: "access",
         peer: conn.peer.ip().to_string(),
         client: None,
         method: "-",
@@ -155,15 +172,14 @@ pub fn record_protocol_error(gw: &Gateway, conn: &ConnInfo, reason: &'static str
         outcome: "deny",
         reason,
         status,
+        bytes: None,
         device: conn.device.as_ref().map(|d| d.fingerprint.as_str()),
         device_problem: None,
         user: None,
         upstream_ms: None,
         policy: &active.policy.id,
     };
-    if let Err(e) = gw.audit.record(&record) {
-        tracing::error!(error = %e, "cannot write the access record");
-    }
+    gw.audit.record_detached(&Event::Access(record));
 }
 
 fn target_text(req: &Request<Incoming>) -> String {
@@ -172,13 +188,13 @@ fn target_text(req: &Request<Incoming>) -> String {
         .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_owned())
 }
 
-/// Step 3: the access record, then the response (or 503 if the record cannot be kept for
-/// anything but a public route).
+/// Step 3: the access record, durable, then the response (or 503 if the record cannot be
+/// kept for anything but a public route).
 #[allow(
     clippy::too_many_arguments,
     reason = "one call site per outcome; a struct would only rename them"
 )]
-fn finish(
+async fn finish(
     gw: &Gateway,
     active: &Active,
     conn: &ConnInfo,
@@ -189,11 +205,51 @@ fn finish(
     upstream_ms: Option<u64>,
     response: Response<ResponseBody>,
 ) -> Response<ResponseBody> {
+    let record = access_record(
+        active,
+        conn,
+        method,
+        raw_target,
+        findings,
+        outcome,
+        upstream_ms,
+        &response,
+    );
+    let public = findings
+        .route
+        .is_some_and(|id| active.policy.route(id).access == Access::Public);
+    if public && !audit::limits::PUBLIC_WAITS_FOR_FSYNC {
+        gw.audit.record_detached(&Event::Access(record));
+        return response;
+    }
+    if let Err(e) = gw.audit.record(&Event::Access(record)).await {
+        tracing::error!(error = %e, "cannot write the access record");
+        // A protected route never answers without its record. Public routes carry on.
+        if !public {
+            return Refusal::Unavailable("audit_log_unwritable").into_response();
+        }
+    }
+    response
+}
+
+/// The access record of a decision.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the facts of one decision, gathered from three places"
+)]
+fn access_record<'a>(
+    active: &'a Active,
+    conn: &ConnInfo,
+    method: &'a Method,
+    raw_target: &'a str,
+    findings: &'a Findings,
+    outcome: &'static str,
+    upstream_ms: Option<u64>,
+    response: &Response<ResponseBody>,
+) -> AccessRecord<'a> {
     let policy = &active.policy;
     let route = findings.route.map(|id| policy.route(id));
-    let record = AccessRecord {
-        time: gw.clock.unix_seconds(),
-        kind: "access",
+    AccessRecord {
         peer: conn.peer.ip().to_string(),
         client: findings.client_ip.map(|ip| ip.to_string()),
         method: method.as_str(),
@@ -204,20 +260,13 @@ fn finish(
         outcome,
         reason: findings.reason.unwrap_or("public"),
         status: response.status().as_u16(),
+        bytes: hyper::body::Body::size_hint(response.body()).exact(),
         device: findings.device.as_deref(),
         device_problem: findings.device_problem,
-        user: None,
+        user: findings.user.as_deref(),
         upstream_ms,
         policy: &policy.id,
-    };
-    if let Err(e) = gw.audit.record(&record) {
-        tracing::error!(error = %e, "cannot write the access record");
-        // A protected route never answers without its record. Public routes carry on.
-        if route.is_none_or(|r| r.access != Access::Public) {
-            return Refusal::Unavailable("audit_log_unwritable").into_response();
-        }
     }
-    response
 }
 
 /// Step 1: everything that can be decided before talking to the upstream.
@@ -262,11 +311,9 @@ fn judge(
     found.path = Some(canonical.path.clone());
     found.changed = canonical.changed;
 
-    if is_reserved(&canonical.path) {
-        // The gateway's own pages (login, enrolment) live here; nothing is served under
-        // this prefix yet, and nothing under it is ever forwarded.
-        return Err(Refusal::NotFound);
-    }
+    // The gateway's own pages (login, enrolment) live here; nothing under this prefix is
+    // ever forwarded, and no route can shadow it.
+    let reserved = is_reserved(&canonical.path);
 
     let peer = forwarded::canonical(conn.peer.ip());
     let client_ip = forwarded::client_address(peer, &policy.server.trusted_proxies, h)?;
@@ -302,12 +349,20 @@ fn judge(
         return Err(Refusal::Forbidden("device_required_by_listener"));
     }
 
+    let client = crate::auth::Client { ip: client_ip, device };
+    if reserved {
+        found.own_page = crate::auth::page_request(req.method(), uri, h, &host, &canonical, client);
+        return Err(Refusal::NotFound);
+    }
+    let session = gw.auth.get().and_then(|auth| auth.session(policy, h, &client));
+    found.user = session.as_ref().map(|s| s.facts.user.clone());
+    let device = client.device;
     let facts = Facts {
         host: &host,
         path: &canonical.path,
         client_ip,
         device: device.as_ref(),
-        session: None,
+        session: session.as_ref().map(|s| &s.facts),
     };
     let decision = sekisho_policy::decide(policy, &facts);
     found.route = decision.route;
@@ -320,6 +375,7 @@ fn judge(
                 target: canonical,
                 client_ip,
                 device,
+                session,
             }),
             None => Err(Refusal::NotFound),
         },

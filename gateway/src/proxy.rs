@@ -5,7 +5,7 @@
 
 use crate::body::{BoxError, DropTrailers, ResponseBody};
 use crate::error::Refusal;
-use crate::headers::{self, DEVICE_HEADER, ROUTE_HEADER};
+use crate::headers::{self, DEVICE_HEADER, GROUPS_HEADER, ROUTE_HEADER, USER_HEADER};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version, header};
 use http_body_util::{BodyExt, Limited};
@@ -37,6 +37,8 @@ pub struct Forward<'a> {
     pub client_ip: IpAddr,
     /// Fingerprint of a currently valid device certificate.
     pub device: Option<&'a str>,
+    /// The authenticated user and their groups (comma-separated), from a live session.
+    pub user: Option<(String, String)>,
     pub limits: &'a Limits,
 }
 
@@ -91,6 +93,10 @@ impl Upstreams {
         set(&mut h, ROUTE_HEADER, fwd.route_name);
         if let Some(fp) = fwd.device {
             set(&mut h, DEVICE_HEADER, fp);
+        }
+        if let Some((user, groups)) = &fwd.user {
+            set(&mut h, USER_HEADER, user);
+            set(&mut h, GROUPS_HEADER, groups);
         }
         *out.headers_mut() = h;
 

@@ -2,7 +2,7 @@
 //! bind every listener, then serve until SIGTERM/SIGINT, reloading on SIGHUP and picking
 //! up device CRL changes as they happen.
 
-use crate::audit::AuditLog;
+use crate::audit::{self, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::gateway::{Gateway, load_candidate};
 use crate::listener::{ConnCounts, accept_loop};
@@ -19,7 +19,13 @@ use tokio::sync::watch;
 /// Runs the gateway until it is told to stop.
 pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
     let (policy, tls) = load_candidate(&policy_path)?;
-    let audit = AuditLog::open(std::path::Path::new(&policy.server.log_dir))?;
+    let audit = AuditLog::open(
+        std::path::Path::new(&policy.server.log_dir),
+        std::path::Path::new(&policy.server.state_dir),
+        clock.clone(),
+    )?;
+    let auth = crate::auth::Auth::open(std::path::Path::new(&policy.server.state_dir), clock.clone())
+        .context("opening the state (sessions and factors)")?;
     let listen = policy.server.listen.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -28,6 +34,7 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit));
+        crate::auth::install(&gw, auth);
         let mut listeners = Vec::new();
         for addr in &listen {
             listeners.push(bind(*addr).with_context(|| format!("cannot listen on {addr}"))?);
@@ -45,16 +52,24 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
         tokio::spawn(accept_loop(gw.clone(), l, counts.clone(), stop_rx.clone()));
     }
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
+    tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tracing::info!(policy = %gw.active().policy.id, "policy active");
+    record_start(&gw).await?;
     eprintln!("sekisho: ready");
     loop {
         tokio::select! {
             _ = hup.recv() => match gw.reload() {
-                Ok(active) => tracing::info!(policy = %active.policy.id, generation = active.generation, "policy reloaded"),
-                Err(e) => tracing::error!("policy reload refused; the previous policy keeps serving:\n{e}"),
+                Ok(active) => {
+                    tracing::info!(policy = %active.policy.id, generation = active.generation, "policy reloaded");
+                    gw.audit.record_detached(&Event::PolicyLoaded { policy: &active.policy.id, generation: active.generation, trigger: "sighup" });
+                }
+                Err(e) => {
+                    tracing::error!("policy reload refused; the previous policy keeps serving:\n{e}");
+                    gw.audit.record_detached(&Event::PolicyRejected { trigger: "sighup", error: audit::clip(&e.to_string()) });
+                }
             },
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -68,7 +83,38 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tracing::info!(open = counts.total(), "stopped");
+    record_stop(&gw, counts.total()).await;
     Ok(())
+}
+
+/// The first records of a run: the start, and the policy it serves. Durable before the
+/// gateway says it is ready.
+async fn record_start(gw: &Gateway) -> anyhow::Result<()> {
+    let active = gw.active();
+    let start = Event::Start {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        policy: &active.policy.id,
+    };
+    gw.audit.record(&start).await.context("cannot write the start record")?;
+    let loaded = Event::PolicyLoaded {
+        policy: &active.policy.id,
+        generation: active.generation,
+        trigger: "start",
+    };
+    gw.audit
+        .record(&loaded)
+        .await
+        .context("cannot write the policy record")?;
+    Ok(())
+}
+
+/// The last record of a run, then a final seal and fsync.
+async fn record_stop(gw: &Gateway, open: usize) {
+    if let Err(e) = gw.audit.record(&Event::Stop { open }).await {
+        tracing::error!(error = %e, "cannot write the stop record");
+    }
+    gw.audit.close();
 }
 
 /// Polls the device CRL file and, when its bytes change, rebuilds the TLS configuration
@@ -90,9 +136,19 @@ async fn watch_device_crl(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         match current {
             Ok(now) if &now == bytes => {}
             Ok(_) => match gw.refresh_tls() {
-                Ok(next) => tracing::info!(crl = %path, revoked = next.tls.crl.len(), "device CRL reloaded"),
+                Ok(next) => {
+                    tracing::info!(crl = %path, revoked = next.tls.crl.len(), "device CRL reloaded");
+                    gw.audit.record_detached(&Event::DeviceCrlReloaded {
+                        crl: &path,
+                        revoked: next.tls.crl.len(),
+                    });
+                }
                 Err(e) => {
-                    tracing::error!(crl = %path, error = %e, "device CRL changed but cannot be used; keeping the previous one")
+                    tracing::error!(crl = %path, error = %e, "device CRL changed but cannot be used; keeping the previous one");
+                    gw.audit.record_detached(&Event::DeviceCrlRejected {
+                        crl: &path,
+                        error: audit::clip(&e.to_string()),
+                    });
                 }
             },
             Err(e) => tracing::error!(crl = %path, error = %e, "device CRL cannot be read; keeping the previous one"),

@@ -182,13 +182,22 @@ impl Gateway {
         self.stderr_lines().join("\n")
     }
 
-    /// The audit log file the gateway writes (`log_dir/access.jsonl`).
-    pub fn access_log(&self) -> PathBuf {
+    /// The audit log directory (`log_dir`).
+    pub fn log_dir(&self) -> PathBuf {
         self.policy_path
             .parent()
             .expect("the policy lives in the gateway's scratch dir")
             .join("log")
-            .join("access.jsonl")
+    }
+
+    /// The audit log file the gateway is writing now (the newest `access-DATE.N.jsonl`).
+    pub fn access_log(&self) -> PathBuf {
+        crate::audit::current_file(&self.log_dir())
+    }
+
+    /// The process id (for SIGKILL in crash tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM and waits up to `within` for the process to exit by itself; returns

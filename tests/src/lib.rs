@@ -9,6 +9,7 @@
 //!   certificate); [`h2raw`] writes HTTP/2 frames by hand.
 //! - [`oracle`] is the corpus's paranoid canonicaliser; [`corpus`] loads and judges the
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
+//! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -18,6 +19,7 @@
     reason = "test-only harness: a failed setup step must stop the test with its message"
 )]
 
+pub mod audit;
 pub mod client;
 pub mod contexts;
 pub mod corpus;

@@ -1,0 +1,231 @@
+//! Host-console user administration (`sekisho user …`): invitations, listing, removing a
+//! factor, disabling and enabling. The state is locked by the running gateway, so the
+//! command talks to it over a Unix socket in `state_dir` (0600, same user only); when no
+//! gateway runs, the command opens the state itself. Both paths run [`execute`].
+
+use super::records::{self, FactorKind};
+use super::{Auth, names, notify::Notice};
+use sekisho_policy::Policy;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The control socket's file name inside `state_dir`.
+pub const SOCKET: &str = "control.sock";
+
+/// The longest request line accepted on the control socket.
+pub const MAX_REQUEST: usize = 4096;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Invite { user: String, minutes: i64 },
+    List,
+    Show { user: String },
+    RemoveFactor { user: String, id: String },
+    Disable { user: String },
+    Enable { user: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reply {
+    pub ok: bool,
+    pub text: String,
+}
+
+fn fail(text: impl Into<String>) -> Reply {
+    Reply {
+        ok: false,
+        text: text.into(),
+    }
+}
+
+fn done(text: impl Into<String>) -> Reply {
+    Reply {
+        ok: true,
+        text: text.into(),
+    }
+}
+
+/// Runs one administrative request.
+pub fn execute(auth: &Auth, policy: &Policy, req: &Request) -> Reply {
+    match req {
+        Request::Invite { user, minutes } => {
+            if !(1..=24 * 60).contains(minutes) {
+                return fail("--minutes must be between 1 and 1440");
+            }
+            match auth.invite(policy, user, minutes * 60) {
+                Err(e) => fail(e),
+                Ok((token, inv)) => done(format!(
+                    "invitation for {} (valid {} minutes, usable once, only from where {} may reach a protected route):\n{}\n",
+                    inv.user,
+                    minutes,
+                    inv.user,
+                    invite_url(policy, &token)
+                )),
+            }
+        }
+        Request::List => {
+            let mut out = String::new();
+            for u in &policy.users {
+                let name = u.name.to_ascii_lowercase();
+                let rec = records::load(auth.store(), &name).ok().flatten().unwrap_or_default();
+                let kinds: Vec<&str> = rec.factors.iter().map(|f| f.kind.factor().as_str()).collect();
+                out.push_str(&format!(
+                    "{name}\t{}\t{}\n",
+                    if rec.disabled { "disabled" } else { "enabled" },
+                    if kinds.is_empty() {
+                        "no factor".to_string()
+                    } else {
+                        kinds.join(",")
+                    }
+                ));
+            }
+            done(out)
+        }
+        Request::Show { user } => {
+            let Some(name) = names::canonical(user) else {
+                return fail("not a valid user name");
+            };
+            let in_policy = names::policy_user(policy, &name).is_some();
+            let rec = match records::load(auth.store(), &name) {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => return fail(e.to_string()),
+            };
+            let mut out = format!(
+                "user: {name}\nin policy: {in_policy}\nstate: {}\nfactors:\n",
+                if rec.disabled { "disabled" } else { "enabled" }
+            );
+            for f in &rec.factors {
+                let detail = match &f.kind {
+                    FactorKind::Totp { .. } => "totp".to_string(),
+                    FactorKind::Webauthn { passkey } => {
+                        format!("webauthn credential {}", super::crypto::b64(passkey.cred_id()))
+                    }
+                };
+                out.push_str(&format!("  {}\t{detail}\tenrolled {}\n", f.id, f.created));
+            }
+            if rec.factors.is_empty() {
+                out.push_str("  (none: make an invitation with `sekisho user invite`)\n");
+            }
+            done(out)
+        }
+        Request::RemoveFactor { user, id } => {
+            let Some(name) = names::canonical(user) else {
+                return fail("not a valid user name");
+            };
+            let removed = records::update(auth.store(), &name, |r| {
+                let before = r.factors.len();
+                r.factors.retain(|f| &f.id != id);
+                Ok::<_, crate::store::StoreError>(before != r.factors.len())
+            });
+            match removed {
+                Err(e) => fail(e.to_string()),
+                Ok(false) => fail(format!("{name} has no factor {id}")),
+                Ok(true) => {
+                    let ended = auth.end_sessions_of(&name).unwrap_or(0);
+                    auth.notices.send(
+                        policy,
+                        Notice::FactorRemoved {
+                            user: name.clone(),
+                            id: id.clone(),
+                        },
+                    );
+                    done(format!("removed factor {id} of {name}; {ended} session(s) ended\n"))
+                }
+            }
+        }
+        Request::Disable { user } | Request::Enable { user } => {
+            let disable = matches!(req, Request::Disable { .. });
+            let Some(name) = names::canonical(user) else {
+                return fail("not a valid user name");
+            };
+            if let Err(e) = records::update(auth.store(), &name, |r| {
+                r.disabled = disable;
+                Ok::<_, crate::store::StoreError>(())
+            }) {
+                return fail(e.to_string());
+            }
+            if disable {
+                let ended = auth.end_sessions_of(&name).unwrap_or(0);
+                auth.notices.send(policy, Notice::UserDisabled { user: name.clone() });
+                done(format!("{name} disabled; {ended} session(s) ended\n"))
+            } else {
+                done(format!("{name} enabled\n"))
+            }
+        }
+    }
+}
+
+/// The invitation link: the first served host name on the first listener's port.
+pub fn invite_url(policy: &Policy, token: &str) -> String {
+    let host = policy.server.hostnames.first().map_or("localhost", String::as_str);
+    let port = policy.server.listen.first().map_or(443, std::net::SocketAddr::port);
+    let origin = super::Origin {
+        host: host.to_owned(),
+        port,
+    };
+    format!("{}/.sekisho/invite?t={token}", origin.url())
+}
+
+/// The control socket's path for a policy.
+pub fn socket_path(policy: &Policy) -> PathBuf {
+    Path::new(&policy.server.state_dir).join(SOCKET)
+}
+
+/// Serves the control socket until the process ends. Only the gateway's own user may
+/// connect (the socket is 0600 and the peer's uid is checked).
+pub async fn serve(gw: Arc<crate::gateway::Gateway>, auth: Arc<Auth>) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let path = socket_path(&gw.active().policy);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let owner = std::fs::metadata(&path)?.uid();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        if stream.peer_cred().map(|c| c.uid()).ok() != Some(owner) {
+            continue;
+        }
+        let gw = gw.clone();
+        let auth = auth.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(r.take(MAX_REQUEST as u64));
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = match serde_json::from_str::<Request>(&line) {
+                Err(_) => fail("unreadable request"),
+                Ok(req) => {
+                    let policy = gw.active().policy.clone();
+                    tokio::task::spawn_blocking(move || execute(&auth, &policy, &req))
+                        .await
+                        .unwrap_or_else(|_| fail("the request failed"))
+                }
+            };
+            let mut text = serde_json::to_string(&reply).unwrap_or_default();
+            text.push('\n');
+            let _ = w.write_all(text.as_bytes()).await;
+        });
+    }
+}
+
+/// Sends a request to a running gateway. `None` when none listens.
+pub fn send(policy: &Policy, req: &Request) -> Option<Result<Reply, String>> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_path(policy)).ok()?;
+    let mut run = || -> Result<Reply, String> {
+        let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
+        line.push('\n');
+        stream.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        let mut back = String::new();
+        std::io::BufReader::new(&stream)
+            .read_line(&mut back)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_str(&back).map_err(|e| format!("unreadable reply from the gateway: {e}"))
+    };
+    Some(run())
+}
