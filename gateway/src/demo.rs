@@ -48,13 +48,34 @@ pub fn run(dir: Option<PathBuf>, port: u16, clock: SharedClock) -> anyhow::Resul
     );
     println!();
     println!(
-        "Import {}/device-alice.p12 into a browser (password in device-alice.p12.password).",
+        "Import {}/device-alice.p12 into a browser (password in device-alice.p12.password),",
         dir.display()
     );
-    println!("Second-factor enrolment (WebAuthn/TOTP) is not part of this build: protected");
-    println!("routes answer with the login redirect (browsers) or 401, and never reach the upstream.");
+    println!("then open alice's one-time enrolment link (valid for an hour, usable once) and");
+    println!("enrol a passkey or a TOTP app; /admin/ then passes with the second factor:");
+    println!("  {}", demo_invitation(&policy_path, clock.clone())?.trim());
     println!();
     crate::server::run(policy_path, clock)
+}
+
+/// Makes alice's enrolment invitation in the demo's state, before the gateway opens it.
+fn demo_invitation(policy_path: &Path, clock: SharedClock) -> anyhow::Result<String> {
+    let display = policy_path.display().to_string();
+    let text = std::fs::read_to_string(policy_path)?;
+    let policy = sekisho_policy::parse(&display, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let auth = crate::auth::Auth::open(Path::new(&policy.server.state_dir), clock)?;
+    let reply = crate::auth::admin::execute(
+        &auth,
+        &policy,
+        &crate::auth::admin::Request::Invite {
+            user: "alice".to_owned(),
+            minutes: 60,
+        },
+    );
+    if !reply.ok {
+        anyhow::bail!("demo invitation: {}", reply.text);
+    }
+    Ok(reply.text)
 }
 
 fn write_files(dir: &Path, port: u16, upstream_port: u16, clock: SharedClock) -> anyhow::Result<PathBuf> {
