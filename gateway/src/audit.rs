@@ -53,7 +53,11 @@ pub struct AccessRecord<'a> {
     pub user: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_ms: Option<u64>,
+    /// The active policy's sha256.
     pub policy: &'a str,
+    /// The git commit of the policy's checkout, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_commit: Option<&'a str>,
 }
 
 /// Everything the log records, besides its own bookkeeping (file headers, checkpoints,
@@ -238,6 +242,7 @@ mod tests {
             user: Some("u"),
             upstream_ms: Some(1),
             policy: "p",
+            policy_commit: Some("0123abc"),
         }
     }
 

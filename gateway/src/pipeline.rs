@@ -178,6 +178,7 @@ pub fn record_protocol_error(gw: &Gateway, conn: &ConnInfo, reason: &'static str
         user: None,
         upstream_ms: None,
         policy: &active.policy.id,
+        policy_commit: active.version.git_commit.as_deref(),
     };
     gw.audit.record_detached(&Event::Access(record));
 }
@@ -266,6 +267,7 @@ fn access_record<'a>(
         user: findings.user.as_deref(),
         upstream_ms,
         policy: &policy.id,
+        policy_commit: active.version.git_commit.as_deref(),
     }
 }
 

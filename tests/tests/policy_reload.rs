@@ -191,4 +191,18 @@ async fn a_reload_names_the_git_commit_of_the_checkout_beside_the_file() {
         "no activation line with the commit and the sha256:\n{}",
         stack.gateway.stderr_text()
     );
+    // Access records made under the new policy name both.
+    let answer = stack
+        .client(OUTSIDER_IP, ADMIN_HOST)
+        .exchange(b"GET /public/ HTTP/1.1\r\nHost: admin.gw.test\r\n\r\n", 1)
+        .await;
+    assert_eq!(answer.status(), Some(200), "{}", answer.describe());
+    let log = std::fs::read_to_string(stack.gateway.access_log()).unwrap();
+    let last = log
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"access\""))
+        .last()
+        .unwrap_or_else(|| panic!("no access record:\n{log}"));
+    assert!(last.contains(&format!("\"policy\":\"{sha}\"")), "{last}");
+    assert!(last.contains(&format!("\"policy_commit\":\"{commit}\"")), "{last}");
 }
