@@ -200,8 +200,7 @@ async fn a_reload_names_the_git_commit_of_the_checkout_beside_the_file() {
     let log = std::fs::read_to_string(stack.gateway.access_log()).unwrap();
     let last = log
         .lines()
-        .filter(|l| l.contains("\"kind\":\"access\""))
-        .last()
+        .rfind(|l| l.contains("\"kind\":\"access\""))
         .unwrap_or_else(|| panic!("no access record:\n{log}"));
     assert!(last.contains(&format!("\"policy\":\"{sha}\"")), "{last}");
     assert!(last.contains(&format!("\"policy_commit\":\"{commit}\"")), "{last}");
