@@ -58,6 +58,7 @@ fn main() {
                         user: Some("alice"),
                         upstream_ms: Some(12),
                         policy: "9b1d4e0c7a2f5b8e3d6c9a1f4e7b0d3c6a9f2e5b8d1c4a7f0e3b6d9c2a5f8e1b",
+                        policy_commit: None,
                     };
                     log.record(&Event::Access(rec)).await.unwrap();
                 }

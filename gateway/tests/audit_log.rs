@@ -66,6 +66,7 @@ fn access(i: usize, path: &str) -> AccessRecord<'_> {
         user: i.is_multiple_of(5).then_some("alice"),
         upstream_ms: None,
         policy: "0000000000000000000000000000000000000000000000000000000000000000",
+        policy_commit: None,
     }
 }
 
