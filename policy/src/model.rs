@@ -18,6 +18,7 @@ pub struct Policy {
     pub server: Server,
     pub session: SessionSettings,
     pub lockout: LockoutSettings,
+    pub notify: NotifySettings,
     pub limits: Limits,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
@@ -156,6 +157,55 @@ impl Default for SessionSettings {
         Self {
             idle_timeout: Duration::from_secs(15 * 60),
             absolute_timeout: Duration::from_secs(8 * 3600),
+        }
+    }
+}
+
+/// The `[notify]` table: where notices go besides the diagnostics log. Paths stay strings
+/// (this crate does no IO); the gateway reads the password file when it sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// Receives every notice (the user's own `email` receives theirs).
+    pub admin_email: Option<String>,
+    /// Mail delivery, when `smtp_host` is set.
+    pub smtp: Option<Smtp>,
+    /// `http://` (loopback only) or `https://` URL receiving a JSON POST per notice.
+    pub webhook_url: Option<String>,
+}
+
+/// The mail server of `[notify]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Smtp {
+    /// A DNS name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Login name; always set together with `password_file`.
+    pub user: Option<String>,
+    /// Path of the file holding the password.
+    pub password_file: Option<String>,
+    /// Sender address.
+    pub from: String,
+}
+
+/// `smtp_tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded by STARTTLS (required, never optional).
+    StartTls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No TLS: only for a loopback host (a local relay).
+    None,
+}
+
+impl SmtpTls {
+    /// The port used when `smtp_port` is not given.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
         }
     }
 }

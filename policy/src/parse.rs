@@ -4,6 +4,7 @@
 
 mod diagnostic;
 pub(crate) mod keys;
+mod notify;
 mod routes;
 mod server;
 mod values;
@@ -50,6 +51,8 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
     let session = read_session(&mut sink, t.as_ref());
     let t = root.table(&mut sink, "lockout", "[lockout]");
     let lockout = read_lockout(&mut sink, t.as_ref());
+    let t = root.table(&mut sink, "notify", "[notify]");
+    let notify = notify::read(&mut sink, t.as_ref());
     let t = root.table(&mut sink, "limits", "[limits]");
     let limits = crate::limits::read(&mut sink, t.as_ref());
 
@@ -97,6 +100,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
         server,
         session,
         lockout,
+        notify,
         limits,
         upstreams,
         routes,

@@ -10,6 +10,7 @@
 //! - [`oracle`] is the corpus's paranoid canonicaliser; [`corpus`] loads and judges the
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
+//! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -31,4 +32,5 @@ pub mod pki;
 pub mod policy;
 pub mod ports;
 pub mod scratch;
+pub mod smtp;
 pub mod upstream;

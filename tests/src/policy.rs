@@ -91,6 +91,8 @@ pub struct PolicySpec {
     pub routes: Vec<Route>,
     /// Extra `[limits]` entries, as TOML values (`"1s"`, `4096`).
     pub limits: Vec<(String, String)>,
+    /// `[notify]` entries, as TOML values; no table when empty.
+    pub notify: Vec<(String, String)>,
 }
 
 impl Default for PolicySpec {
@@ -101,6 +103,7 @@ impl Default for PolicySpec {
             upstreams: Vec::new(),
             routes: Vec::new(),
             limits: Vec::new(),
+            notify: Vec::new(),
         }
     }
 }
@@ -122,6 +125,13 @@ impl PolicySpec {
     pub fn limit(mut self, key: &str, toml_value: &str) -> PolicySpec {
         self.limits.retain(|(k, _)| k != key);
         self.limits.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
+    /// Sets a `[notify]` key (value as TOML, e.g. `"\"127.0.0.1\""` or `"2525"`).
+    pub fn notify(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.notify.retain(|(k, _)| k != key);
+        self.notify.push((key.to_string(), toml_value.to_string()));
         self
     }
 
@@ -184,6 +194,12 @@ pub fn render(spec: &PolicySpec, files: &PolicyFiles) -> String {
         out,
         "\n[lockout]\nmax_failures = 5\nwindow = \"15m\"\nduration = \"30m\""
     );
+    if !spec.notify.is_empty() {
+        let _ = writeln!(out, "\n[notify]");
+        for (key, value) in &spec.notify {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
     let _ = writeln!(out, "\n[limits]");
     for (key, value) in DEFAULT_LIMITS {
         if !spec.limits.iter().any(|(k, _)| k == key) {

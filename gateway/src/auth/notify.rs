@@ -1,11 +1,19 @@
 //! Notices to the user and the admin on security events: factor enrolled or removed,
 //! login from a new device or address, lockout, user disabled, invitation used, and a
-//! passkey counter going backwards. Each notice is written to the diagnostics log; sinks
-//! (mail, webhook) receive the same text. Sending never blocks or fails a request.
+//! passkey counter going backwards. Each notice is written to the diagnostics log; the
+//! `[notify]` table of the policy in force when it happened says where else it goes: mail
+//! (SMTP through lettre, rustls with ring) to the user's `email` and to `admin_email`, and a
+//! JSON POST to `webhook_url`. Sending never blocks or fails a request: notices wait in a
+//! bounded queue (a full queue drops the notice and logs it) for one background task that
+//! delivers each with a timeout and logs failures. No notice carries a secret (TOTP secrets
+//! and codes, cookies, tokens, challenges are never part of a [`Notice`]).
 
-use sekisho_policy::Policy;
+mod deliver;
+
+use sekisho_policy::{NotifySettings, Policy};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -93,12 +101,55 @@ impl Notice {
             ),
         }
     }
+
+    /// The same in Japanese (mail bodies and webhooks carry both).
+    pub fn text_ja(&self) -> String {
+        match self {
+            Notice::FactorEnrolled { user, factor, id } => {
+                format!("{user} さんが二要素認証の {factor} を登録しました（ID {id}）。")
+            }
+            Notice::FactorRemoved { user, id } => format!("{user} さんの認証要素 {id} が削除されました。"),
+            Notice::NewDevice {
+                user,
+                device,
+                fingerprint,
+            } => format!("{user} さんが新しい端末証明書「{device}」（{fingerprint}）からログインしました。"),
+            Notice::NewAddress { user, ip } => format!("{user} さんが新しいアドレス {ip} からログインしました。"),
+            Notice::Lockout { user, ip, until } => {
+                format!("「{user}」の {ip} からのログインは、失敗が続いたため {until}（UNIX 時刻）までロックされます。")
+            }
+            Notice::UserDisabled { user } => format!("{user} さんは無効化され、セッションは終了しました。"),
+            Notice::InvitationUsed { user, ip } => format!("{user} さんへの招待が {ip} から使われました。"),
+            Notice::CounterRegression { user } => format!(
+                "警告: {user} さんのパスキーの署名カウンタが増えていません（認証器の複製の疑い）。ログインを拒否しました。"
+            ),
+        }
+    }
 }
 
-/// Where notices go. Sinks are called on a background thread, never on the request path.
+/// Notices waiting for delivery; beyond this, new ones are dropped (and logged).
+pub const QUEUE: usize = 256;
+
+/// Time allowed for one delivery (one mail, one webhook call).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One notice on its way, with the settings of the policy it happened under.
+#[derive(Debug)]
+struct Job {
+    notice: Notice,
+    /// Mail recipients: the user's address (when the policy has one), then the admin's.
+    to: Vec<String>,
+    settings: NotifySettings,
+    /// The gateway's first hostname (SMTP greeting, webhook `gateway`).
+    gateway: String,
+}
+
+/// Where notices go. Delivery happens on a background task, never on the request path.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
     sinks: Vec<Arc<dyn Sink>>,
+    /// The delivery task's queue; `None` outside a running gateway (log only, plus sinks).
+    queue: Option<tokio::sync::mpsc::Sender<Job>>,
     /// Every notice sent (kept for tests and `sekisho user show`), bounded.
     recent: Arc<Mutex<Vec<Notice>>>,
 }
@@ -126,21 +177,69 @@ impl Notifier {
             }
             r.push(notice.clone());
         }
-        if self.sinks.is_empty() {
+        let settings = &policy.notify;
+        let wanted = settings.smtp.is_some() || settings.webhook_url.is_some();
+        if !wanted && self.sinks.is_empty() {
             return;
         }
-        let to: Vec<String> = super::names::policy_user(policy, notice.user())
+        let mut to: Vec<String> = super::names::policy_user(policy, notice.user())
             .and_then(|u| u.email.clone())
             .into_iter()
             .collect();
-        let sinks = self.sinks.clone();
-        std::thread::spawn(move || {
-            for s in sinks {
-                if let Err(e) = s.deliver(&notice, &to) {
-                    tracing::error!(event = notice.kind(), error = %e, "notice not delivered");
+        if let Some(admin) = &settings.admin_email
+            && !to.contains(admin)
+        {
+            to.push(admin.clone());
+        }
+        if !self.sinks.is_empty() {
+            let sinks = self.sinks.clone();
+            let (notice, to) = (notice.clone(), to.clone());
+            std::thread::spawn(move || {
+                for s in sinks {
+                    if let Err(e) = s.deliver(&notice, &to) {
+                        tracing::error!(event = notice.kind(), error = %e, "notice not delivered");
+                    }
                 }
+            });
+        }
+        if !wanted {
+            return;
+        }
+        let Some(queue) = &self.queue else {
+            tracing::warn!(
+                event = notice.kind(),
+                "notice only logged: no delivery task in this process"
+            );
+            return;
+        };
+        let job = Job {
+            notice,
+            to,
+            settings: settings.clone(),
+            gateway: policy.server.hostnames.first().cloned().unwrap_or_default(),
+        };
+        match queue.try_send(job) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(job)) => {
+                tracing::error!(event = job.notice.kind(), user = %job.notice.user(), "notice queue full; notice dropped");
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(job)) => {
+                tracing::error!(event = job.notice.kind(), user = %job.notice.user(), "notice delivery task gone; notice dropped");
+            }
+        }
+    }
+
+    /// Starts the delivery task (mail and webhook, as each notice's policy says). Call inside
+    /// the runtime.
+    pub fn start_delivery(mut self) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Job>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                deliver::job(&job).await;
             }
         });
+        self.queue = Some(tx);
+        self
     }
 
     pub fn recent(&self) -> Vec<Notice> {
@@ -148,9 +247,8 @@ impl Notifier {
     }
 }
 
-/// The notice sinks configured for this process. Until the policy names them (a
-/// `[notify]` table), a webhook may be given by `SEKISHO_NOTIFY_WEBHOOK` (an `http://`
-/// URL on loopback, for tests and local relays).
+/// The notifier of a running gateway: the `[notify]` table of the policy in force when a
+/// notice happens decides where it goes (so a reload changes it). Call inside the runtime.
 pub fn from_env() -> Notifier {
-    Notifier::default()
+    Notifier::default().start_delivery()
 }

@@ -55,6 +55,11 @@ pub(crate) const ROOT: &[Key] = &[
         "Lockout after failed second-factor attempts.",
     ),
     key(
+        "notify",
+        Kind::Table(NOTIFY),
+        "Where notices (factor changes, new device or address, lockout, ...) are delivered.",
+    ),
+    key(
         "limits",
         Kind::Table(LIMITS),
         "Sizes, timeouts and counts (each has a safe default).",
@@ -138,6 +143,43 @@ pub(crate) const LOCKOUT: &[Key] = &[
         "duration",
         Kind::Duration,
         "… lock the user and the source address for this long.",
+    ),
+];
+
+pub(crate) const SMTP_TLS: &[&str] = &["starttls", "tls", "none"];
+
+pub(crate) const NOTIFY: &[Key] = &[
+    key(
+        "admin_email",
+        Kind::String,
+        "The admin's address; receives every notice.",
+    ),
+    key(
+        "smtp_host",
+        Kind::String,
+        "Mail server for notices (no mail without it).",
+    ),
+    key(
+        "smtp_port",
+        Kind::Integer(1, 65_535),
+        "Mail server port (default 587 for starttls, 465 for tls, 25 for none).",
+    ),
+    key(
+        "smtp_tls",
+        Kind::OneOf(SMTP_TLS),
+        "How mail is protected (default starttls; none only for a loopback smtp_host).",
+    ),
+    key("smtp_user", Kind::String, "SMTP login (with smtp_password_file)."),
+    key(
+        "smtp_password_file",
+        Kind::String,
+        "File holding the SMTP password (the password stays in the file).",
+    ),
+    key("from", Kind::String, "Sender address of notice mail."),
+    key(
+        "webhook_url",
+        Kind::String,
+        "An https:// URL (http:// only on loopback) receiving each notice as a JSON POST.",
     ),
 ];
 

@@ -415,6 +415,11 @@ fn schema_is_json_with_exactly_the_parser_keys() {
         "allow_ips",
         "policy_poll_interval",
         "expect",
+        "notify",
+        "admin_email",
+        "smtp_tls",
+        "smtp_password_file",
+        "webhook_url",
     ] {
         assert!(schema.contains(&format!("\"{key}\":")), "{key}");
     }

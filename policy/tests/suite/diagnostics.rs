@@ -503,3 +503,138 @@ fn deny_route_may_omit_upstream_and_defaults_hold() {
     assert_eq!(p.session, sekisho_policy::SessionSettings::default());
     assert_eq!(p.lockout, sekisho_policy::LockoutSettings::default());
 }
+
+#[test]
+fn notify_table_is_read_with_defaults() {
+    let p = parse(
+        "p.toml",
+        &with(
+            "[notify]\nadmin_email = \"admin@example.jp\"\nsmtp_host = \"mail.example.jp\"\n\
+             smtp_user = \"sekisho\"\nsmtp_password_file = \"/etc/sekisho/smtp.password\"\n\
+             from = \"sekisho@example.jp\"\nwebhook_url = \"https://hooks.example.jp/sekisho\"\n",
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let smtp = p.notify.smtp.as_ref().unwrap();
+    assert_eq!(smtp.tls, sekisho_policy::SmtpTls::StartTls);
+    assert_eq!(smtp.port, 587);
+    assert_eq!(smtp.password_file.as_deref(), Some("/etc/sekisho/smtp.password"));
+    assert_eq!(p.notify.admin_email.as_deref(), Some("admin@example.jp"));
+    assert_eq!(
+        p.notify.webhook_url.as_deref(),
+        Some("https://hooks.example.jp/sekisho")
+    );
+
+    for (tls, port) in [("tls", 465), ("none", 25)] {
+        let p = parse(
+            "p.toml",
+            &with(&format!(
+                "[notify]\nsmtp_host = \"127.0.0.1\"\nsmtp_tls = \"{tls}\"\nfrom = \"gw@example.jp\"\n\
+                 webhook_url = \"http://[::1]:8080/hook\"\n"
+            )),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(p.notify.smtp.as_ref().unwrap().port, port);
+    }
+    let p = parse(
+        "p.toml",
+        &with("[notify]\nsmtp_host = \"localhost\"\nsmtp_tls = \"none\"\nsmtp_port = 2525\nfrom = \"gw@example.jp\"\n"),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.notify.smtp.as_ref().unwrap().port, 2525);
+    assert_eq!(
+        parse("p.toml", BASE).unwrap().notify,
+        sekisho_policy::NotifySettings::default()
+    );
+}
+
+#[test]
+fn notify_table_problems() {
+    let n = |body: &str| with(&format!("[notify]\n{body}"));
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "unknown key",
+            n("smtp_hots = \"mail.example.jp\"\n"),
+            &["unknown key `smtp_hots` in [notify]|did you mean `smtp_host`?"],
+        ),
+        (
+            "plain smtp to a remote host",
+            n("smtp_host = \"mail.example.jp\"\nsmtp_tls = \"none\"\nfrom = \"gw@example.jp\"\n"),
+            &["p.toml:27:12: error: `smtp_tls = \"none\"` is only allowed for a loopback `smtp_host`"],
+        ),
+        (
+            "plain smtp to a remote address",
+            n("smtp_host = \"192.0.2.1\"\nsmtp_tls = \"none\"\nfrom = \"gw@example.jp\"\n"),
+            &["only allowed for a loopback `smtp_host`, not \"192.0.2.1\""],
+        ),
+        (
+            "unknown tls mode",
+            n("smtp_host = \"mail.example.jp\"\nsmtp_tls = \"ssl\"\nfrom = \"gw@example.jp\"\n"),
+            &["`smtp_tls` = \"ssl\" is not one of starttls, tls, none"],
+        ),
+        (
+            "port out of range",
+            n("smtp_host = \"mail.example.jp\"\nsmtp_port = 70000\nfrom = \"gw@example.jp\"\n"),
+            &["`smtp_port` is out of range"],
+        ),
+        (
+            "user without password file",
+            n("smtp_host = \"mail.example.jp\"\nsmtp_user = \"gw\"\nfrom = \"gw@example.jp\"\n"),
+            &["`smtp_user` is set but `smtp_password_file` is not"],
+        ),
+        (
+            "password file without user",
+            n("smtp_host = \"mail.example.jp\"\nsmtp_password_file = \"/p\"\nfrom = \"gw@example.jp\"\n"),
+            &["`smtp_password_file` is set but `smtp_user` is not"],
+        ),
+        (
+            "mail without a sender",
+            n("smtp_host = \"mail.example.jp\"\n"),
+            &["missing key `from` in [notify]"],
+        ),
+        (
+            "mail settings without a server",
+            n("from = \"gw@example.jp\"\nsmtp_port = 25\n"),
+            &[
+                "`from` is set but `smtp_host` is not",
+                "`smtp_port` is set but `smtp_host` is not",
+            ],
+        ),
+        (
+            "bad host",
+            n("smtp_host = \"mail.example.jp:25\"\nfrom = \"gw@example.jp\"\n"),
+            &["`smtp_host` = \"mail.example.jp:25\" is not a host name or address"],
+        ),
+        (
+            "bad addresses",
+            n("admin_email = \"Admin <admin@example.jp>\"\nsmtp_host = \"mail.example.jp\"\nfrom = \"gw\"\n"),
+            &[
+                "`admin_email` = \"Admin <admin@example.jp>\" is not a mail address",
+                "`from` = \"gw\" is not a mail address",
+            ],
+        ),
+        (
+            "plain http webhook to a remote host",
+            n("webhook_url = \"http://hooks.example.jp/x\"\n"),
+            &["plain http to a host that is not loopback|use https://"],
+        ),
+        (
+            "webhook with credentials",
+            n("webhook_url = \"https://user@hooks.example.jp/x\"\n"),
+            &["has a malformed host or port"],
+        ),
+        (
+            "webhook of another scheme",
+            n("webhook_url = \"ftp://hooks.example.jp/x\"\n"),
+            &["must start with https://"],
+        ),
+        ("wrong type", n("smtp_host = 25\n"), &["`smtp_host`"]),
+    ];
+    let mut failures = Vec::new();
+    for (name, input, expected) in cases {
+        if let Err(why) = try_check(input, expected) {
+            failures.push(format!("--- {name}: {why}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
