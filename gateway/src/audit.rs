@@ -120,6 +120,16 @@ pub struct AuditLog {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    health: Arc<writer::Health>,
+}
+
+/// The log's state as the writer last reported it (`sekisho status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditHealth {
+    /// False when the last write failed (protected requests get 503) or the writer stopped.
+    pub writable: bool,
+    /// The sequence number of the last record written, if any.
+    pub last_seq: Option<u64>,
 }
 
 impl AuditLog {
@@ -137,11 +147,12 @@ impl AuditLog {
         clock: SharedClock,
         settings: Settings,
     ) -> Result<Self, AuditError> {
-        let (tx, thread) = writer::start(log_dir, state_dir, clock, settings)?;
+        let (tx, thread, health) = writer::start(log_dir, state_dir, clock, settings)?;
         Ok(AuditLog {
             dir: log_dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            health,
         })
     }
 
@@ -173,6 +184,15 @@ impl AuditLog {
             && thread.join().is_err()
         {
             tracing::error!("the audit writer thread panicked");
+        }
+    }
+
+    /// Whether the log is being written, and how far (read-only; for `sekisho status`).
+    pub fn health(&self) -> AuditHealth {
+        let (next_seq, failing) = self.health.read();
+        AuditHealth {
+            writable: !failing && lock(&self.tx).is_some(),
+            last_seq: next_seq.checked_sub(1),
         }
     }
 

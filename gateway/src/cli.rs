@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod log;
 mod policy;
+mod status;
 mod user;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,14 @@ enum Command {
     /// file keeps the old one serving).
     Run {
         /// The policy file (format 1).
+        #[arg(long)]
+        policy: PathBuf,
+    },
+    /// Ask the running gateway what it serves and whether anything needs attention
+    /// (device CRL or server certificate near expiry, access log failing). Exit 0 healthy,
+    /// 1 needs attention, 3 no gateway running.
+    Status {
+        /// The policy file the gateway runs on (it names the state directory and its socket).
         #[arg(long)]
         policy: PathBuf,
     },
@@ -111,7 +120,7 @@ enum DeviceCommand {
 }
 
 /// Runs the command line and maps the outcome to an exit code: 0 success, 1 a refusal
-/// (policy errors), 2 anything else.
+/// (policy errors; `status`: needs attention), 2 anything else, 3 (`status`) no gateway running.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -131,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::server::run(policy, clock)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { policy } => status::run(&policy),
         Command::Policy { command } => policy::run(command),
         Command::User { args } => user::run(args, clock),
         Command::Log { command } => log::run(command, clock.as_ref()),

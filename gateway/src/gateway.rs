@@ -26,6 +26,8 @@ pub struct Active {
     pub version: Arc<PolicyVersion>,
     /// Increases with every swap; recorded per connection.
     pub generation: u64,
+    /// When this generation was swapped in, seconds since the epoch (gateway clock).
+    pub activated: i64,
 }
 
 /// The identity of a loaded policy.
@@ -126,6 +128,12 @@ pub struct Gateway {
     /// The second-factor state (sessions, factors), set once at start; until then (and
     /// in tests without it) no session exists and the gateway's pages answer 503.
     pub auth: std::sync::OnceLock<Arc<crate::auth::Auth>>,
+    /// When this gateway was made, seconds since the epoch (gateway clock).
+    pub started: i64,
+    /// The addresses actually bound, set once when serving starts.
+    pub listening: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
+    /// Open connections, in total and per address (the listeners' caps count here).
+    pub conns: Arc<crate::listener::ConnCounts>,
 }
 
 impl Gateway {
@@ -136,11 +144,13 @@ impl Gateway {
             git_commit: crate::reload::git_commit(&policy_path),
         };
         tracing::info!(policy = %version.sha256, commit = version.git_commit.as_deref().unwrap_or("unknown"), "policy loaded");
+        let started = clock.unix_seconds();
         let active = Active {
             policy: Arc::new(policy),
             tls: Arc::new(tls),
             version: Arc::new(version),
             generation: 1,
+            activated: started,
         };
         Gateway {
             policy_path,
@@ -151,6 +161,9 @@ impl Gateway {
             generations: AtomicU64::new(1),
             reloading: Mutex::new(()),
             auth: std::sync::OnceLock::new(),
+            started,
+            listening: std::sync::OnceLock::new(),
+            conns: Arc::default(),
         }
     }
 
@@ -207,6 +220,7 @@ impl Gateway {
             tls,
             version,
             generation,
+            activated: self.clock.unix_seconds(),
         });
         self.active.store(next.clone());
         next

@@ -5,7 +5,7 @@
 use crate::audit::{self, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::gateway::{Gateway, load_candidate};
-use crate::listener::{ConnCounts, accept_loop};
+use crate::listener::accept_loop;
 use anyhow::Context;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -46,11 +46,15 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
 /// Serves on already-bound listeners until SIGTERM or SIGINT.
 pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let counts = Arc::new(ConnCounts::default());
+    let counts = gw.conns.clone();
+    let mut bound = Vec::new();
     for l in listeners {
-        tracing::info!(addr = %l.local_addr()?, "listening");
+        let addr = l.local_addr()?;
+        tracing::info!(addr = %addr, "listening");
+        bound.push(addr);
         tokio::spawn(accept_loop(gw.clone(), l, counts.clone(), stop_rx.clone()));
     }
+    let _ = gw.listening.set(bound);
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;

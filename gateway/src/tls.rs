@@ -28,6 +28,8 @@ pub struct TlsSetup {
     /// The strict verifier (device CA, CRL, its expiry) that judges a presented
     /// certificate after the handshake; `None` when client certificates are off.
     pub device_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// `notAfter` of the server certificate (the chain's first), seconds since the epoch.
+    pub server_not_after: Option<i64>,
 }
 
 impl TlsSetup {
@@ -71,6 +73,11 @@ impl TlsSetup {
     pub fn build(policy: &Policy) -> Result<TlsSetup, TlsError> {
         let server = &policy.server;
         let chain = read_certs(&server.tls_cert)?;
+        let server_not_after = chain.first().and_then(|c| {
+            x509_parser::parse_x509_certificate(c.as_ref())
+                .ok()
+                .map(|(_, cert)| cert.validity().not_after.timestamp())
+        });
         let key = read_key(&server.tls_key)?;
         let provider = Arc::new(ring::default_provider());
 
@@ -134,6 +141,7 @@ impl TlsSetup {
             crl_source,
             device_ca_id,
             device_verifier,
+            server_not_after,
         })
     }
 }

@@ -174,9 +174,10 @@ impl Authority {
             .expect("encode a CRL")
     }
 
-    /// Writes a CRL listing `revoked` to `path` by rename (atomically), valid for a day.
+    /// Writes a CRL listing `revoked` to `path` by rename (atomically), valid for a year as
+    /// `sekisho ca refresh-crl` makes them (`sekisho status` warns within 30 days).
     pub fn write_crl(&self, path: &Path, revoked: &[u64]) {
-        scratch::write_atomically(path, self.crl_pem(revoked, Duration::days(1)).as_bytes());
+        scratch::write_atomically(path, self.crl_pem(revoked, Duration::days(365)).as_bytes());
     }
 }
 
@@ -210,7 +211,8 @@ impl Pki {
         server_params.distinguished_name = dn("admin.gw.test");
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         server_params.not_before = OffsetDateTime::now_utc() - Duration::days(1);
-        server_params.not_after = OffsetDateTime::now_utc() + Duration::days(30);
+        // Beyond the 30 days within which `sekisho status` asks for attention.
+        server_params.not_after = OffsetDateTime::now_utc() + Duration::days(365);
         let server = server_ca.issue(server_params, &dir, "server");
 
         let device_ca = Authority::new(&dir, "device-ca", "Sekisho Device CA");

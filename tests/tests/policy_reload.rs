@@ -182,7 +182,7 @@ async fn a_reload_names_the_git_commit_of_the_checkout_beside_the_file() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eventually_async!(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         stack
             .gateway
             .stderr_lines()

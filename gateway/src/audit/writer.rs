@@ -25,6 +25,7 @@ use serde::Serialize;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -58,22 +59,51 @@ pub(crate) struct Msg {
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), AuditError>>>,
 }
 
+/// What the writer last reported about itself: read by [`super::AuditLog::health`], written
+/// only by the writer thread after each batch.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// The sequence number the next record gets.
+    next_seq: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl Health {
+    fn publish(&self, next_seq: u64, failing: bool) {
+        self.next_seq.store(next_seq, Ordering::Relaxed);
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+
+    /// (the next sequence number, whether the last write failed).
+    pub(crate) fn read(&self) -> (u64, bool) {
+        (
+            self.next_seq.load(Ordering::Relaxed),
+            self.failing.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The writer thread's channel, its handle and what it reports about itself.
+pub(crate) type Started = (mpsc::Sender<Msg>, std::thread::JoinHandle<()>, Arc<Health>);
+
 /// Recovers the chain, opens a new file and starts the writer thread.
 pub(crate) fn start(
     log_dir: &Path,
     state_dir: &Path,
     clock: SharedClock,
     settings: Settings,
-) -> Result<(mpsc::Sender<Msg>, std::thread::JoinHandle<()>), AuditError> {
+) -> Result<Started, AuditError> {
     let mut w = Writer::recover(log_dir, state_dir, clock, settings)?;
     w.ensure_file()?;
     w.ensure_epoch()?;
+    w.health.publish(w.next_seq, false);
+    let health = w.health.clone();
     let (tx, rx) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("sekisho-audit".into())
         .spawn(move || w.run(&rx))
         .map_err(|e| AuditError::new(log_dir, e))?;
-    Ok((tx, thread))
+    Ok((tx, thread, health))
 }
 
 /// The file being appended to.
@@ -119,6 +149,7 @@ struct Writer {
     last_alarm: Option<Instant>,
     lost_detached: u64,
     compressor: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    health: Arc<Health>,
 }
 
 impl Writer {
@@ -199,6 +230,7 @@ impl Writer {
             last_alarm: None,
             lost_detached: 0,
             compressor: Arc::new(Mutex::new(None)),
+            health: Arc::default(),
         };
         // Every file found is closed now: compress them in the background.
         w.compress_later(found.into_iter().filter(|f| !f.compressed).collect());
@@ -229,6 +261,7 @@ impl Writer {
             }
             let result = self.write_batch(&batch, seal_due);
             self.report(&result, &batch);
+            self.health.publish(self.next_seq, self.failing_since.is_some());
             for m in batch {
                 if let Some(done) = m.done {
                     let _ = done.send(result.clone());

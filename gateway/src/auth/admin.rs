@@ -19,24 +19,75 @@ pub const MAX_REQUEST: usize = 4096;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    Invite { user: String, minutes: i64 },
+    Invite {
+        user: String,
+        minutes: i64,
+    },
     List,
-    Show { user: String },
-    RemoveFactor { user: String, id: String },
-    Disable { user: String },
-    Enable { user: String },
+    Show {
+        user: String,
+    },
+    RemoveFactor {
+        user: String,
+        id: String,
+    },
+    Disable {
+        user: String,
+    },
+    Enable {
+        user: String,
+    },
+    /// The running gateway's state (`sekisho status`); only a running gateway answers it.
+    Status,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Reply {
     pub ok: bool,
     pub text: String,
+    /// The answer to [`Request::Status`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Box<Status>>,
+}
+
+/// What a running gateway says about itself. Facts only: the caller judges them (times are
+/// seconds since the epoch by the gateway's clock, `now` included).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    pub now: i64,
+    pub started: i64,
+    pub pid: u32,
+    pub version: String,
+    /// The addresses actually bound (empty until serving starts).
+    pub listeners: Vec<String>,
+    pub policy_path: String,
+    pub policy_sha256: String,
+    pub policy_commit: Option<String>,
+    pub generation: u64,
+    pub activated: i64,
+    /// `None` when client certificates are off.
+    pub crl: Option<CrlStatus>,
+    pub server_cert_not_after: Option<i64>,
+    pub connections: usize,
+    /// Sessions within their timeouts; `None` when they could not be counted.
+    pub sessions: Option<usize>,
+    pub audit_dir: String,
+    pub audit_writable: bool,
+    pub audit_last_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CrlStatus {
+    pub path: String,
+    pub revoked: usize,
+    pub next_update: Option<i64>,
 }
 
 fn fail(text: impl Into<String>) -> Reply {
     Reply {
         ok: false,
         text: text.into(),
+        status: None,
     }
 }
 
@@ -44,12 +95,53 @@ fn done(text: impl Into<String>) -> Reply {
     Reply {
         ok: true,
         text: text.into(),
+        status: None,
+    }
+}
+
+/// Answers [`Request::Status`] from the running gateway's state (read-only).
+pub fn status(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
+    let active = gw.active();
+    let audit = gw.audit.health();
+    let crl = active.tls.crl_source.as_ref().map(|(path, _)| CrlStatus {
+        path: path.clone(),
+        revoked: active.tls.crl.len(),
+        next_update: active.tls.crl.next_update(),
+    });
+    let report = Status {
+        now: gw.clock.unix_seconds(),
+        started: gw.started,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        listeners: gw
+            .listening
+            .get()
+            .map(|l| l.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        policy_path: gw.policy_path.display().to_string(),
+        policy_sha256: active.version.sha256.clone(),
+        policy_commit: active.version.git_commit.clone(),
+        generation: active.generation,
+        activated: active.activated,
+        crl,
+        server_cert_not_after: active.tls.server_not_after,
+        connections: gw.conns.total(),
+        sessions: auth.count_sessions(&active.policy).ok(),
+        audit_dir: gw.audit.dir().display().to_string(),
+        audit_writable: audit.writable,
+        audit_last_seq: audit.last_seq,
+    };
+    Reply {
+        ok: true,
+        text: "status".to_owned(),
+        status: Some(Box::new(report)),
     }
 }
 
 /// Runs one administrative request.
 pub fn execute(auth: &Auth, policy: &Policy, req: &Request) -> Reply {
     match req {
+        Request::Status => fail("no gateway is running"),
         Request::Invite { user, minutes } => {
             if !(1..=24 * 60).contains(minutes) {
                 return fail("--minutes must be between 1 and 1440");
@@ -199,12 +291,12 @@ pub async fn serve(gw: Arc<crate::gateway::Gateway>, auth: Arc<Auth>) -> std::io
             }
             let reply = match serde_json::from_str::<Request>(&line) {
                 Err(_) => fail("unreadable request"),
-                Ok(req) => {
-                    let policy = gw.active().policy.clone();
-                    tokio::task::spawn_blocking(move || execute(&auth, &policy, &req))
-                        .await
-                        .unwrap_or_else(|_| fail("the request failed"))
-                }
+                Ok(req) => tokio::task::spawn_blocking(move || match req {
+                    Request::Status => status(&gw, &auth),
+                    req => execute(&auth, &gw.active().policy, &req),
+                })
+                .await
+                .unwrap_or_else(|_| fail("the request failed")),
             };
             let mut text = serde_json::to_string(&reply).unwrap_or_default();
             text.push('\n');

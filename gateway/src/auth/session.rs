@@ -224,6 +224,22 @@ impl Auth {
         Ok(n)
     }
 
+    /// How many stored sessions are within their idle and absolute timeouts (read-only;
+    /// for `sekisho status`). Sessions are still re-checked on use, so this is an upper
+    /// bound of who could be served.
+    pub fn count_sessions(&self, policy: &Policy) -> Result<usize, StoreError> {
+        let now = self.now();
+        let absolute = i64::try_from(policy.session.absolute_timeout.as_secs()).unwrap_or(i64::MAX);
+        let idle = i64::try_from(policy.session.idle_timeout.as_secs()).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .scan_prefix(Tree::Sessions, b"")?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<SessionRecord>(v).ok())
+            .filter(|r| now.saturating_sub(r.created) < absolute && now.saturating_sub(r.last_seen) < idle)
+            .count())
+    }
+
     /// A CSRF token bound to a session (its id) or, before login, to the client (device
     /// and address) and the hour: an attacker's page cannot read it, and it is useless
     /// from anywhere else.
