@@ -621,6 +621,11 @@ where
 }
 
 impl Auth {
+    /// Sends a notice that is not about one login (e.g. a refused policy reload).
+    pub fn notify(&self, policy: &sekisho_policy::Policy, notice: notify::Notice) {
+        self.notices.send(policy, notice);
+    }
+
     /// The notices sent so far by this process (most recent last, bounded).
     pub fn notices(&self) -> Vec<notify::Notice> {
         self.notices.recent()

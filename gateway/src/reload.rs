@@ -111,9 +111,23 @@ fn reload_if_changed(gw: &Gateway, seen: &str) -> Option<String> {
                 trigger: "file_change",
                 error: audit::clip(&e.to_string()),
             });
+            notify_refused(gw, "file_change", &e.to_string());
         }
     }
     Some(sha256)
+}
+
+/// Tells the admin (mail, webhook) that a policy was refused and the old one keeps serving.
+pub fn notify_refused(gw: &Gateway, trigger: &'static str, error: &str) {
+    if let Some(auth) = gw.auth.get() {
+        auth.notify(
+            &gw.active().policy,
+            crate::auth::notify::Notice::PolicyRejected {
+                trigger,
+                error: error.to_owned(),
+            },
+        );
+    }
 }
 
 /// Says which users the new policy removed or took groups from. Their sessions end at once

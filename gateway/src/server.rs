@@ -73,6 +73,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
                 Err(e) => {
                     tracing::error!("policy reload refused; the previous policy keeps serving:\n{e}");
                     gw.audit.record_detached(&Event::PolicyRejected { trigger: "sighup", error: audit::clip(&e.to_string()) });
+                    crate::reload::notify_refused(&gw, "sighup", &e.to_string());
                 }
             },
             _ = term.recv() => break,

@@ -323,3 +323,39 @@ async fn notices_reach_a_real_smtp_server_and_a_webhook_without_secrets() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_refused_policy_reload_is_mailed_to_the_admin() {
+    let smtp = SmtpSink::start();
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let stack = Stack::start(Context::A, |s| {
+        s.notify("admin_email", &q("admin@gw.test"))
+            .notify("smtp_host", &q("127.0.0.1"))
+            .notify("smtp_port", &smtp.addr.port().to_string())
+            .notify("smtp_tls", &q("none"))
+            .notify("from", &q("sekisho@gw.test"))
+    });
+    let good = std::fs::read_to_string(&stack.gateway.policy_path).unwrap();
+    std::fs::write(&stack.gateway.policy_path, format!("{good}\nskip_mfa = true\n")).unwrap();
+    stack.gateway.reload();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mail = loop {
+        let found = smtp
+            .mails()
+            .into_iter()
+            .find(|m| m.to == ["admin@gw.test"] && m.header("subject").is_some_and(|s| s.contains("policy_rejected")));
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no policy_rejected mail; gateway log:\n{}",
+            stack.gateway.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let body = mail.body();
+    assert!(body.contains("the previous policy keeps serving"), "{body}");
+    assert!(body.contains("skip_mfa"), "the problem is named: {body}");
+    assert!(body.contains("以前のポリシー"), "a Japanese line: {body}");
+}

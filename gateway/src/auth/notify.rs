@@ -50,6 +50,12 @@ pub enum Notice {
     CounterRegression {
         user: String,
     },
+    /// A new policy file was refused; the previous policy keeps serving. Goes to the
+    /// admin address only (it names no user).
+    PolicyRejected {
+        trigger: &'static str,
+        error: String,
+    },
 }
 
 impl Notice {
@@ -63,6 +69,7 @@ impl Notice {
             | Notice::UserDisabled { user }
             | Notice::InvitationUsed { user, .. }
             | Notice::CounterRegression { user } => user,
+            Notice::PolicyRejected { .. } => "",
         }
     }
 
@@ -77,6 +84,7 @@ impl Notice {
             Notice::UserDisabled { .. } => "user_disabled",
             Notice::InvitationUsed { .. } => "invitation_used",
             Notice::CounterRegression { .. } => "counter_regression",
+            Notice::PolicyRejected { .. } => "policy_rejected",
         }
     }
 
@@ -98,6 +106,10 @@ impl Notice {
             Notice::InvitationUsed { user, ip } => format!("An invitation for {user} was used from {ip}."),
             Notice::CounterRegression { user } => format!(
                 "ALERT: a passkey of {user} presented a signature counter that did not increase (cloned authenticator?). The login was refused."
+            ),
+            Notice::PolicyRejected { trigger, error } => format!(
+                "A new policy was refused ({trigger}); the previous policy keeps serving. First problems: {}",
+                clip(error)
             ),
         }
     }
@@ -123,8 +135,26 @@ impl Notice {
             Notice::CounterRegression { user } => format!(
                 "警告: {user} さんのパスキーの署名カウンタが増えていません（認証器の複製の疑い）。ログインを拒否しました。"
             ),
+            Notice::PolicyRejected { trigger, .. } => {
+                format!("新しいポリシーは拒否されました（{trigger}）。以前のポリシーで運用を続けています。")
+            }
         }
     }
+}
+
+/// The first few lines of an error for a notice (diagnostics can be long).
+fn clip(error: &str) -> String {
+    const MAX: usize = 600;
+    let mut out: String = error.lines().take(6).collect::<Vec<_>>().join(" / ");
+    if out.len() > MAX {
+        let mut cut = MAX;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
 }
 
 /// Notices waiting for delivery; beyond this, new ones are dropped (and logged).
