@@ -27,6 +27,7 @@ pub mod corpus;
 pub mod eventually;
 pub mod gateway;
 pub mod h2raw;
+pub mod login;
 pub mod oracle;
 pub mod pki;
 pub mod policy;

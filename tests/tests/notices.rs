@@ -10,83 +10,16 @@
     reason = "tests: a failed step must stop the test with its message"
 )]
 
-use std::process::Command;
 use std::time::Duration;
 
 use sekisho_tests::client::Response;
-use sekisho_tests::contexts::{ADMIN_HOST, ADMIN_IP, Context, Stack, pki};
-use sekisho_tests::pki::DeviceKind;
+use sekisho_tests::contexts::{ADMIN_IP, Context, Stack};
+use sekisho_tests::login::{enc, get, input, oathtool, post, sekisho_user, send_from};
 use sekisho_tests::smtp::{Mail, SmtpSink};
 use sekisho_tests::upstream::EchoUpstream;
 
 async fn send(stack: &Stack, request: String) -> Response {
-    let client = stack
-        .client(ADMIN_IP, ADMIN_HOST)
-        .with_device(pki(), pki().device(DeviceKind::Valid));
-    let ex = client.exchange(request.as_bytes(), 1).await;
-    ex.responses
-        .first()
-        .cloned()
-        .unwrap_or_else(|| panic!("no response: {}\n{}", ex.describe(), stack.gateway.stderr_text()))
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nAccept: text/html\r\n\r\n")
-}
-
-fn post(path: &str, form: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{form}",
-        form.len()
-    )
-}
-
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn input(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("no input {name} in:\n{page}"));
-    let rest = &page[at..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    let end = rest[v..].find('"').unwrap();
-    rest[v..v + end].replace("&amp;", "&")
-}
-
-fn sekisho_user(stack: &Stack, args: &[&str]) -> String {
-    let out = Command::new(sekisho_tests::gateway::binary())
-        .arg("user")
-        .arg("--policy")
-        .arg(&stack.gateway.policy_path)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sekisho user {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn oathtool(secret: &str, offset: &str) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", offset, secret])
-        .output()
-        .expect("oathtool must be installed (Debian package oathtool); .ci/run installs it");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    send_from(stack, ADMIN_IP, true, request).await
 }
 
 const SMTP_PASSWORD: &str = "smtp-pw-Zq8vR3kT";
@@ -140,14 +73,14 @@ async fn notices_reach_a_real_smtp_server_and_a_webhook_without_secrets() {
     let link = printed.lines().find(|l| l.contains("/.sekisho/invite?t=")).unwrap();
     let invite_token = link.split("t=").nth(1).unwrap().trim().to_owned();
     let path = &link[link.find("/.sekisho/").unwrap()..];
-    let page = send(&stack, get(path)).await;
+    let page = send(&stack, get(path, "")).await;
     assert_eq!(page.status, 200, "{}", page.text());
     let form = format!(
         "csrf={}&t={}",
         enc(&input(&page.text(), "csrf")),
         enc(&input(&page.text(), "t"))
     );
-    let enrol = send(&stack, post("/.sekisho/invite", &form)).await;
+    let enrol = send(&stack, post("/.sekisho/invite", "", &form)).await;
     assert_eq!(enrol.status, 200, "{}", enrol.text());
     let text = enrol.text();
     let uri = &text[text.find("otpauth://").unwrap()..];
@@ -166,18 +99,19 @@ async fn notices_reach_a_real_smtp_server_and_a_webhook_without_secrets() {
         enc(&input(&text, "csrf")),
         enc(&input(&text, "enrol"))
     );
-    let done = send(&stack, post("/.sekisho/enrol/totp", &form)).await;
+    let done = send(&stack, post("/.sekisho/enrol/totp", "", &form)).await;
     assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
 
     // A login with the next step's code (new device and address, if the enrolment did not
     // already count them).
-    let login = send(&stack, get("/.sekisho/login")).await;
+    let login = send(&stack, get("/.sekisho/login", "")).await;
     let csrf = input(&login.text(), "csrf");
     let next = oathtool(&secret, "+30 seconds");
     let ok = send(
         &stack,
         post(
             "/.sekisho/login/totp",
+            "",
             &format!("csrf={}&user=alice&code={next}&return=%2Fadmin%2F", enc(&csrf)),
         ),
     )
@@ -196,6 +130,7 @@ async fn notices_reach_a_real_smtp_server_and_a_webhook_without_secrets() {
             &stack,
             post(
                 "/.sekisho/login/totp",
+                "",
                 &format!("csrf={}&user=alice&code={wrong}&return=%2Fadmin%2F", enc(&csrf)),
             ),
         )

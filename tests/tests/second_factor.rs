@@ -10,87 +10,13 @@
 )]
 
 use sekisho_tests::client::Response;
-use sekisho_tests::contexts::{ADMIN_HOST, ADMIN_IP, Context, OUTSIDER_IP, Stack, pki};
+use sekisho_tests::contexts::{ADMIN_IP, Context, OUTSIDER_IP, Stack};
 use sekisho_tests::corpus;
-use sekisho_tests::pki::DeviceKind;
-use std::process::Command;
+use sekisho_tests::login::{enc, get, input, oathtool, post, sekisho_user, send_from};
 
 /// Sends `request` from the admin address with the valid device (alice's laptop).
 async fn send(stack: &Stack, request: String) -> Response {
     send_from(stack, ADMIN_IP, true, request).await
-}
-
-async fn send_from(stack: &Stack, source: &str, device: bool, request: String) -> Response {
-    let mut client = stack.client(source, ADMIN_HOST);
-    if device {
-        client = client.with_device(pki(), pki().device(DeviceKind::Valid));
-    }
-    let ex = client.exchange(request.as_bytes(), 1).await;
-    ex.responses
-        .first()
-        .cloned()
-        .unwrap_or_else(|| panic!("no response: {}\n{}", ex.describe(), stack.gateway.stderr_text()))
-}
-
-fn get(path: &str, extra: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nAccept: text/html\r\n{extra}\r\n")
-}
-
-fn post(path: &str, extra: &str, form: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n{extra}\r\n{form}",
-        form.len()
-    )
-}
-
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The value of `<input … name="NAME" … value="V">` in a page.
-fn input(page: &str, name: &str) -> String {
-    let at = page
-        .find(&format!("name=\"{name}\""))
-        .unwrap_or_else(|| panic!("no input {name} in:\n{page}"));
-    let rest = &page[at..];
-    let v = rest.find("value=\"").unwrap() + 7;
-    let end = rest[v..].find('"').unwrap();
-    rest[v..v + end].replace("&amp;", "&")
-}
-
-/// `sekisho user --policy P ARGS…` on the host; returns stdout.
-fn sekisho_user(stack: &Stack, args: &[&str]) -> String {
-    let out = Command::new(sekisho_tests::gateway::binary())
-        .arg("user")
-        .arg("--policy")
-        .arg(&stack.gateway.policy_path)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sekisho user {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn oathtool(secret: &str) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", secret])
-        .output()
-        .expect("oathtool must be installed (Debian package oathtool); .ci/run installs it");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn cookie_of(r: &Response) -> String {
@@ -141,7 +67,7 @@ async fn enrol_alice(stack: &Stack) -> (String, String) {
         "csrf={}&enrol={}&code={}",
         enc(&input(&text, "csrf")),
         enc(&input(&text, "enrol")),
-        oathtool(&secret)
+        oathtool(&secret, "now")
     );
     let done = send(stack, post("/.sekisho/enrol/totp", "", &form)).await;
     assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
@@ -342,7 +268,7 @@ async fn open_redirect_corpus_cases_land_inside_the_gateway() {
                     &format!(
                         "csrf={}&user=alice&code={}&return={q}",
                         enc(&csrf),
-                        oathtool_next(&secret)
+                        oathtool(&secret, "+30 seconds")
                     ),
                 ),
             )
@@ -354,13 +280,4 @@ async fn open_redirect_corpus_cases_land_inside_the_gateway() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// The code for the next time step (the enrolment used the current one).
-fn oathtool_next(secret: &str) -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", "+30 seconds", secret])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }

@@ -1,0 +1,99 @@
+//! Driving the gateway's own pages as a browser would, with raw requests: GET and form
+//! POSTs on the admin host, reading hidden inputs, the host console (`sekisho user`) and an
+//! independent TOTP (Debian's `oathtool`).
+
+use std::process::Command;
+
+use crate::client::Response;
+use crate::contexts::{ADMIN_HOST, Stack, pki};
+use crate::pki::DeviceKind;
+
+/// Sends `request` from `source` (with the valid device certificate when `device`) and
+/// returns the first response, or panics with the gateway's stderr.
+pub async fn send_from(stack: &Stack, source: &str, device: bool, request: String) -> Response {
+    let mut client = stack.client(source, ADMIN_HOST);
+    if device {
+        client = client.with_device(pki(), pki().device(DeviceKind::Valid));
+    }
+    let ex = client.exchange(request.as_bytes(), 1).await;
+    ex.responses
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("no response: {}\n{}", ex.describe(), stack.gateway.stderr_text()))
+}
+
+/// A browser GET on the admin host; `extra` holds further header lines (each ending CRLF).
+pub fn get(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nAccept: text/html\r\n{extra}\r\n")
+}
+
+/// A form POST on the admin host.
+pub fn post(path: &str, extra: &str, form: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n{extra}\r\n{form}",
+        form.len()
+    )
+}
+
+/// Percent-encodes a form value.
+pub fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The value of `<input … name="NAME" … value="V">` in a page.
+pub fn input(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\""))
+        .unwrap_or_else(|| panic!("no input {name} in:\n{page}"));
+    let rest = page.get(at..).unwrap_or_default();
+    let v = rest
+        .find("value=\"")
+        .unwrap_or_else(|| panic!("input {name} has no value"))
+        + 7;
+    let end = rest
+        .get(v..)
+        .and_then(|r| r.find('"'))
+        .unwrap_or_else(|| panic!("input {name}: unterminated value"));
+    rest.get(v..v + end).unwrap_or_default().replace("&amp;", "&")
+}
+
+/// `sekisho user --policy P ARGS…` on the host; returns stdout.
+pub fn sekisho_user(stack: &Stack, args: &[&str]) -> String {
+    let out = Command::new(crate::gateway::binary())
+        .arg("user")
+        .arg("--policy")
+        .arg(&stack.gateway.policy_path)
+        .args(args)
+        .output()
+        .expect("run sekisho user");
+    assert!(
+        out.status.success(),
+        "sekisho user {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The TOTP code for a base32 `secret` at `now` (as `oathtool -N` reads it: "now",
+/// "+30 seconds" …), made by an implementation independent of ours.
+pub fn oathtool(secret: &str, now: &str) -> String {
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", "-N", now, secret])
+        .output()
+        .expect("oathtool must be installed (Debian package oathtool); .ci/run installs it");
+    assert!(
+        out.status.success(),
+        "oathtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output").trim().to_owned()
+}
