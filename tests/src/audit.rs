@@ -2,9 +2,8 @@
 //! real `sekisho log verify` / `export` run on it; plus a bare gateway process that can be
 //! killed with SIGKILL and started again on the same directories (crash tests).
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -96,24 +95,7 @@ pub struct Process {
 impl Process {
     /// Starts the binary and waits for its ready line.
     pub fn start(policy: &Path) -> Process {
-        let mut child = Command::new(binary())
-            .arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sekisho");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("piped stderr");
-        let lines = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("stderr lock").push(line);
-            }
-        });
+        let (child, stderr) = crate::gateway::spawn_run(policy);
         let p = Process { child, stderr };
         let deadline = Instant::now() + READY_TIMEOUT;
         while !p.stderr_text().contains(READY_LINE) {

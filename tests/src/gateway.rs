@@ -75,6 +75,31 @@ fn assert_fresh(binary: &Path) {
     }
 }
 
+/// Starts `sekisho run --policy POLICY` with stderr collected line by line in the returned
+/// buffer (a reader thread fills it until the pipe closes).
+pub fn spawn_run(policy: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+    let mut child = Command::new(binary())
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .env("RUST_LOG", std::env::var("SEKISHO_TEST_LOG").unwrap_or("info".into()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the sekisho binary");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let pipe = child.stderr.take().expect("piped stderr");
+    let lines = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            lines.lock().expect("stderr lock").push(line);
+        }
+    });
+    (child, stderr)
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -117,25 +142,7 @@ impl Gateway {
     }
 
     fn spawn(addr: SocketAddr, policy_path: PathBuf, crl_path: PathBuf) -> Gateway {
-        let mut child = Command::new(binary())
-            .arg("run")
-            .arg("--policy")
-            .arg(&policy_path)
-            .env("RUST_LOG", std::env::var("SEKISHO_TEST_LOG").unwrap_or("info".into()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the sekisho binary");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("piped stderr");
-        let lines = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("stderr lock").push(line);
-            }
-        });
+        let (child, stderr) = spawn_run(&policy_path);
         let watchdog = watchdog(child.id());
         let mut gateway = Gateway {
             addr,
