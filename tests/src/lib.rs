@@ -21,6 +21,7 @@
 )]
 
 pub mod audit;
+pub mod browser;
 pub mod client;
 pub mod contexts;
 pub mod corpus;

@@ -335,6 +335,9 @@ fn common(r: &mut Response<ResponseBody>, kind: &'static str) {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a form POST, and the
+    // origin check above would refuse every real browser. `same-origin` still sends
+    // nothing (no referrer, no invitation token) to any other site.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
 }
