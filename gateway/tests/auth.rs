@@ -793,3 +793,117 @@ fn totp_secrets_are_sealed_at_rest() {
     let text = String::from_utf8_lossy(&raw);
     assert!(!text.contains(&secret), "the base32 secret is not stored in clear");
 }
+
+// ---- The store failing under a live session (corpus SESS-005) ----------------------------
+
+/// The real sled store, with a switch that makes every operation fail, as a disk or
+/// storage engine that stops answering would.
+#[derive(Debug)]
+struct Failing {
+    inner: SledStore,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Failing {
+    fn check(&self) -> Result<(), sekisho::store::StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(sekisho::store::StoreError("injected: the store does not answer".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl sekisho::store::Store for Failing {
+    fn get(&self, tree: sekisho::store::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.get(tree, key)
+    }
+    fn put(&self, tree: sekisho::store::Tree, key: &[u8], value: &[u8]) -> Result<(), sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.put(tree, key, value)
+    }
+    fn take(&self, tree: sekisho::store::Tree, key: &[u8]) -> Result<Option<Vec<u8>>, sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.take(tree, key)
+    }
+    fn compare_and_swap(
+        &self,
+        tree: sekisho::store::Tree,
+        key: &[u8],
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool, sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.compare_and_swap(tree, key, old, new)
+    }
+    fn scan_prefix(
+        &self,
+        tree: sekisho::store::Tree,
+        prefix: &[u8],
+    ) -> Result<sekisho::store::Entries, sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.scan_prefix(tree, prefix)
+    }
+    fn flush(&self) -> Result<(), sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.flush()
+    }
+}
+
+#[test]
+fn a_store_that_stops_answering_fails_closed_and_a_session_returns_with_it() {
+    // SESS-005: a previously valid cookie while the session store is unavailable names no
+    // session (the pipeline then answers the login redirect or 401, never the upstream), and
+    // no login can make one; when the store answers again the session is still there.
+    let dir = std::env::temp_dir().join(format!("sekisho-auth-failing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Dir(dir.clone());
+    let store = Arc::new(Failing {
+        inner: SledStore::open(&dir).unwrap(),
+        broken: false.into(),
+    });
+    let clock = FixedClock::at_unix(T0);
+    let w = World {
+        auth: Auth::new(store.clone(), StateKey::from_bytes(&[42u8; 64]).unwrap(), clock.clone()),
+        clock,
+        policy: sekisho_policy::parse("test.toml", POLICY).unwrap(),
+        _dir: Dir(dir.join("unused")),
+    };
+    let secret = enrol_totp(&w);
+    step(&w);
+    let s = w
+        .auth
+        .login_totp(&w.policy, "alice", &oathtool(&secret, now(&w)), &here())
+        .unwrap();
+    assert!(session_of(&w, &s.token, &here()).is_some());
+
+    store.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(session_of(&w, &s.token, &here()).is_none(), "fail closed");
+    step(&w);
+    assert!(
+        w.auth
+            .login_totp(&w.policy, "alice", &oathtool(&secret, now(&w)), &here())
+            .is_err(),
+        "no login while the store cannot record it"
+    );
+
+    store.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(session_of(&w, &s.token, &here()).is_some(), "the session survived");
+}
+
+#[test]
+fn a_claimed_invitation_is_no_session_until_its_factor_is_proven() {
+    // MFA-006: Sekisho has no password stage; its only "pending" state is an enrolment that
+    // was started but not proven. Its id is not a session, and a wrong code makes none.
+    let w = world();
+    let (token, _) = w.auth.invite(&w.policy, "alice", 15 * 60).unwrap();
+    let e = w.auth.claim_invitation(&w.policy, &token, &here()).unwrap();
+    assert!(
+        session_of(&w, &e.id, &here()).is_none(),
+        "the enrolment id is not a cookie"
+    );
+    assert!(session_of(&w, &token, &here()).is_none(), "nor is the invitation token");
+    assert!(w.auth.enrol_totp(&w.policy, &e.id, "000000", &here()).is_err());
+    assert_eq!(w.auth.count_sessions(&w.policy).unwrap(), 0);
+}

@@ -484,6 +484,26 @@ fn non_ascii_route_paths_are_written_decoded() {
     );
 }
 
+/// Corpus SESS-011: `attacker@evil.example@example.jp` passed a domain allowlist elsewhere;
+/// here every address has exactly one `@` (notices go to it).
+#[test]
+fn corpus_sess_011_an_address_with_two_at_signs_is_refused() {
+    for bad in [
+        "attacker@evil.example@example.jp",
+        "tanaka",
+        "tanaka@",
+        "<tanaka@example.jp>",
+    ] {
+        check(
+            &BASE.replace(
+                "name = \"tanaka\"\n",
+                &format!("name = \"tanaka\"\nemail = \"{bad}\"\n"),
+            ),
+            &["is not an email address|tanaka@example.jp"],
+        );
+    }
+}
+
 #[test]
 fn corpus_pol_004_empty_group_is_refused() {
     check(
