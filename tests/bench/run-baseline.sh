@@ -47,7 +47,10 @@
 #   SCRATCH=/tmp/sekisho-bench (WORK=$SCRATCH/work RESULTS=$SCRATCH/results/<timestamp>) REF_TARGET=nginx-mtls
 #   GATEWAY_COOKIE_CHECK=1 (0: the gateway is not expected to refuse a request without the
 #     cookie, e.g. a public route; its "no cookie" column is then reported, not judged)
-# (Sekisho copy of /work/shared/bench/run-baseline.sh; the only change is GATEWAY_COOKIE_CHECK.)
+#   GATEWAY_COOKIE_FILE=path (set: after the gateway starts, wait for this file and add its
+#     content, e.g. '__Host-sekisho=<token>', to GATEWAY_COOKIE: a session the gateway made)
+# (Sekisho copy of /work/shared/bench/run-baseline.sh; the only changes are GATEWAY_COOKIE_CHECK
+# and GATEWAY_COOKIE_FILE.)
 # Re-print the tables of a finished run:  ./run-baseline.sh summarize results/<dir>
 set -Eeuo pipefail
 
@@ -385,6 +388,15 @@ start_all() {
       GW_COOKIE_NAME=$COOKIE_NAME GW_CONFIG=$WORK/conf/gateway.conf GW_WORK=$WORK
     if [[ -n $GATEWAY_CONFIG_TEMPLATE ]]; then envsubst <"$GATEWAY_CONFIG_TEMPLATE" >"$GW_CONFIG"; fi
     start_bg "$GATEWAY_NAME" "$GATEWAY_PORT" bash -c "exec $GATEWAY_CMD"
+    if [[ -n ${GATEWAY_COOKIE_FILE:-} ]]; then
+      local waited=0
+      until [[ -s $GATEWAY_COOKIE_FILE ]]; do
+        ((waited++ < 300)) || die "no session cookie in $GATEWAY_COOKIE_FILE after 30 s"
+        sleep 0.1
+      done
+      GATEWAY_COOKIE="$GATEWAY_COOKIE; $(cat "$GATEWAY_COOKIE_FILE")"
+      log "gateway session cookie read from $GATEWAY_COOKIE_FILE"
+    fi
     T_URL[$GATEWAY_NAME]=https://127.0.0.1:$GATEWAY_PORT; T_TLS[$GATEWAY_NAME]=1; T_MTLS[$GATEWAY_NAME]=1
     [[ " $TARGETS " == *" $GATEWAY_NAME "* ]] || TARGETS="$TARGETS $GATEWAY_NAME"
   fi

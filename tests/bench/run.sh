@@ -18,6 +18,8 @@
 #   TARGETS="direct nginx-mtls"   EXTRA_TARGETS=""  (e.g. "haproxy-mtls caddy-mtls nginx-tls")
 #   SCRATCH=/tmp/sekisho-bench    CARGO_TARGET_DIR=/work/target-bench   SKIP_BUILD=0
 #   SKIP_INSTALL=0 (1: nginx/haproxy/caddy/wrk already installed)   WRK_CHECK=0
+#   BENCH_ROUTE=public  (protected: the measured route needs a live second-factor session;
+#                        results go to RESULTS-protected.md unless RESULTS_MD is set)
 #   BUILD_FROM=tree  (tree: the working tree, uncommitted edits included;
 #                     head, or any commit: `git archive` of it exported to $SCRATCH/src —
 #                     exactly that commit, e.g. while uncommitted edits do not compile)
@@ -36,7 +38,16 @@ EXTRA_TARGETS=${EXTRA_TARGETS:-}
 export TARGETS="$TARGETS${EXTRA_TARGETS:+ $EXTRA_TARGETS}"
 export WRK_CHECK=${WRK_CHECK:-0}
 export REF_TARGET=${REF_TARGET:-nginx-mtls}
-RESULTS_MD=${RESULTS_MD:-$BENCH/RESULTS.md}
+BENCH_ROUTE=${BENCH_ROUTE:-public}
+case $BENCH_ROUTE in
+  public) RESULTS_MD=${RESULTS_MD:-$BENCH/RESULTS.md}
+          export SEKISHO_BENCH_ACCESS=public SEKISHO_BENCH_ROUTE_EXTRA= GATEWAY_COOKIE_CHECK=0 ;;
+  protected) RESULTS_MD=${RESULTS_MD:-$BENCH/RESULTS-protected.md}
+          export SEKISHO_BENCH_ACCESS=protected GATEWAY_COOKIE_CHECK=1
+          export SEKISHO_BENCH_ROUTE_EXTRA=$'second_factor = ["totp"]\ngroups = ["bench-admins"]'
+          export GATEWAY_COOKIE_FILE=$WORK/sekisho/session-cookie ;;
+  *) echo "BENCH_ROUTE must be public or protected" >&2; exit 2 ;;
+esac
 SKIP_BUILD=${SKIP_BUILD:-0}
 BUILD_FROM=${BUILD_FROM:-tree}
 LOCKED=${LOCKED:-1}   # 0: build without --locked (a commit whose Cargo.lock lags its manifests)
@@ -45,7 +56,7 @@ log() { printf '[%(%H:%M:%S)T] run.sh: %s\n' -1 "$*" >&2; }
 
 # The command that reproduces this run (the knobs that differ from run.sh's defaults).
 repro="tests/bench/run.sh"
-for v in ROUNDS DURATION WARMUP SCENARIOS EXTRA_TARGETS BUILD_FROM LOCKED KEY_ALG NICE SERVER_CPU CLIENT_CPU CONNS HS_CONNS; do
+for v in BENCH_ROUTE ROUNDS DURATION WARMUP SCENARIOS EXTRA_TARGETS BUILD_FROM LOCKED KEY_ALG NICE SERVER_CPU CLIENT_CPU CONNS HS_CONNS; do
   [[ -n ${!v:-} ]] && repro="$v=\"${!v}\" $repro"
 done
 repro="${repro//\"/\'}"   # ROUNDS='3' ... reads fine in Markdown and in a shell
@@ -93,7 +104,6 @@ fi
 export GATEWAY_NAME=sekisho
 export GATEWAY_CMD="$BENCH/sekisho-launch.sh"
 export GATEWAY_CONFIG_TEMPLATE=$BENCH/sekisho.toml.tmpl
-export GATEWAY_COOKIE_CHECK=0          # a public route: no cookie to check (see RESULTS.md)
 export SEKISHO_BENCH_DIR=$WORK/sekisho # log_dir, state_dir and the CRL (inside WORK: fresh every run)
 mkdir -p "$RESULTS"
 log "harness: TARGETS='$TARGETS' (+sekisho) SCENARIOS='$SCENARIOS' ROUNDS=$ROUNDS DURATION=$DURATION; results in $RESULTS"
@@ -119,18 +129,24 @@ cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
   echo "- Reproduce (from the repository root): \`$repro\`"
   echo "- Harness: \`tests/bench/run-baseline.sh\` (copy of the shared peer baseline; servers pinned to CPU ${SERVER_CPU:-0}, loadgen to CPU ${CLIENT_CPU:-1}; rounds interleaved direct → nginx-mtls → sekisho), raw data in \`$RESULTS\`"
   echo
-  echo "What \"sekisho\" does per request here (\`tests/bench/sekisho.toml.tmpl\`): TLS 1.3, client certificate"
-  echo "required and verified against the device CA and its CRL, IP allowlist (checked at accept and in the"
-  echo "decision), device re-checked against the CRL, device fingerprint and X-Forwarded-* forwarded, one JSON"
-  echo "access line per request, keep-alive pool to the upstream. nginx-mtls does the same **plus a cookie"
-  echo "presence check** (401 without it); Sekisho's route is \`access = \"public\"\` with \`require_device = true\`,"
-  echo "so it has no cookie to check. Protected routes cannot be passed in this build (no second-factor"
-  echo "sessions exist yet); the cost of their refusal (401) is not measured: the harness's scenarios request"
-  echo "fixed paths (/1k, /64k)."
+  echo "What \"sekisho\" does per request here (\`tests/bench/sekisho.toml.tmpl\`, BENCH_ROUTE=$BENCH_ROUTE): TLS 1.3,"
+  echo "client certificate required and verified against the device CA and its CRL, IP allowlist (checked at"
+  echo "accept and in the decision), device re-checked against the CRL, device fingerprint and X-Forwarded-*"
+  echo "forwarded, one hash-chained access record per request fsynced before the response (group commit),"
+  echo "keep-alive pool to the upstream."
+  if [[ $BENCH_ROUTE == protected ]]; then
+    echo "The route is \`access = \"protected\"\`: every request also carries the session cookie of a user enrolled"
+    echo "by TOTP (sekisho-launch.sh), looked up in sled, checked against its device, timeouts and the user's"
+    echo "group, and the user is forwarded. nginx-mtls checks only that a cookie is present (401 without it)."
+  else
+    echo "The route is \`access = \"public\"\` with \`require_device = true\`: no session to check. nginx-mtls"
+    echo "does the same **plus a cookie presence check** (401 without it). BENCH_ROUTE=protected measures the"
+    echo "protected path with a live session (RESULTS-protected.md)."
+  fi
   echo
   echo "## Goals (paired ratios: Sekisho ÷ nginx-mtls in the same round, median over rounds)"
   echo
-  "${PY:-/usr/bin/python3}" - "$RESULTS" "$REF_TARGET" <<'PYEOF'
+  "${PY:-/usr/bin/python3}" - "$RESULTS" "$REF_TARGET" "$BENCH_ROUTE" <<'PYEOF'
 import sys, os, statistics as st, collections
 res, REF = sys.argv[1], sys.argv[2]
 GW = "sekisho"
@@ -156,10 +172,12 @@ def med(sc, t, key):
 def fmt(x, p=0): return "–" if x is None else f"{x:,.{p}f}"
 print(f"| goal | measured: sekisho | {REF} | ratio | met? |")
 print("|---|---|---|---|---|")
-for sc, what in [("ka1k", "pass-through, keep-alive 1 KiB, c=32 (req/s)"), ("ka64k", "pass-through, keep-alive 64 KiB, c=32 (req/s)")]:
+ROUTE = sys.argv[3] if len(sys.argv) > 3 else "public"
+kind, goal = ("protected with a live session", 0.9) if ROUTE == "protected" else ("pass-through", 1.0)
+for sc, what in [("ka1k", f"{kind}, keep-alive 1 KiB, c=32 (req/s)"), ("ka64k", f"{kind}, keep-alive 64 KiB, c=32 (req/s)"), ("c1", f"{kind}, one admin, keep-alive 1 KiB (req/s)")]:
     if (sc, GW) in by:
         r = paired(sc, "rps")
-        print(f"| {what} ≥ 1.0 × nginx | {fmt(med(sc, GW, 'rps'))} | {fmt(med(sc, REF, 'rps'))} | {fmt(r, 2)} | {'yes' if r is not None and r >= 1.0 else 'no'} |")
+        print(f"| {what} ≥ {goal} × nginx | {fmt(med(sc, GW, 'rps'))} | {fmt(med(sc, REF, 'rps'))} | {fmt(r, 2)} | {'yes' if r is not None and r >= goal else 'no'} |")
 if ("hs", GW) in by:
     r = paired("hs", "rps")
     print(f"| full mTLS handshakes/s, c=32 ≥ 1.0 × nginx | {fmt(med('hs', GW, 'rps'))} | {fmt(med('hs', REF, 'rps'))} | {fmt(r, 2)} | {'yes' if r is not None and r >= 1.0 else 'no'} |")
