@@ -61,6 +61,7 @@ impl Upstreams {
     /// Sends the request upstream and returns its response, or the refusal to answer with.
     pub async fn forward(&self, fwd: Forward<'_>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Refusal> {
         let (parts, body) = req.into_parts();
+        let client_version = parts.version;
         if let Some(len) = parts.headers.get(header::CONTENT_LENGTH)
             && len
                 .to_str()
@@ -108,6 +109,10 @@ impl Upstreams {
         };
         let (mut parts, body) = response.into_parts();
         headers::sanitise_response(&mut parts.headers);
+        // The client's connection speaks the client's protocol: an HTTP/1.0 upstream (which
+        // closes after every answer) must not turn our status line into HTTP/1.0, or every
+        // HTTP/1.1 client would close its keep-alive connection after this response.
+        parts.version = client_version;
         let body: ResponseBody = body.map_err(|e| Box::new(e) as BoxError).boxed();
         Ok(Response::from_parts(parts, body))
     }

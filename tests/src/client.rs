@@ -195,6 +195,8 @@ impl Exchange {
 /// One parsed HTTP/1.1 response.
 #[derive(Clone, Debug, Default)]
 pub struct Response {
+    /// The status line's protocol, e.g. `HTTP/1.1`.
+    pub version: String,
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -295,6 +297,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Option<(Response, usize)> {
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut response = Response {
+        version: status_line.split(' ').next().unwrap_or_default().to_owned(),
         status,
         headers,
         body: Vec::new(),

@@ -511,6 +511,43 @@ async fn keep_alive_connections_carry_many_requests() {
     }
 }
 
+/// An upstream that answers every request with HTTP/1.0 and closes, as Python's
+/// `http.server` and many appliances do. The client's keep-alive connection is the
+/// gateway's business and must not end with the upstream's.
+#[tokio::test]
+async fn an_http_1_0_upstream_does_not_close_the_clients_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let stack = Stack::start(Context::A, |mut spec| {
+        spec.upstreams[0].1 = format!("http://127.0.0.1:{port}");
+        spec
+    });
+    let mut connection = stack.client(OUTSIDER_IP, ADMIN_HOST).connect().await.expect("connect");
+    for n in 0..3 {
+        let answer = connection.request(&get(&format!("/public/{n}"), "")).await;
+        assert_eq!(answer.status(), Some(200), "request {n}: {}", answer.describe());
+        let response = &answer.responses[0];
+        // An HTTP/1.0 status line would make the client close after this response.
+        assert_eq!(response.version, "HTTP/1.1", "{response:?}");
+        assert!(
+            !response
+                .headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("connection")),
+            "{response:?}"
+        );
+        assert!(!connection.is_closed(), "closed after request {n}");
+    }
+}
+
 #[tokio::test]
 async fn the_upstream_sees_the_canonical_target_and_only_the_gateways_identity_headers() {
     let stack = Stack::shared(Context::A);
