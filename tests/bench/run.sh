@@ -117,6 +117,10 @@ if ((rc)) || [[ ! -s $RESULTS/summary.md ]]; then
   exit 1
 fi
 
+# Sekisho's own log: every record of every run, hash-chained and sealed, verified whole.
+verify_rc=0
+verify_out=$("$SEKISHO_BIN" log verify "$SEKISHO_BENCH_DIR/log" 2>&1) || verify_rc=$?
+
 # ------------------------------------------------------------------ 3. RESULTS.md
 cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 {
@@ -143,6 +147,10 @@ cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
     echo "does the same **plus a cookie presence check** (401 without it). BENCH_ROUTE=protected measures the"
     echo "protected path with a live session (RESULTS-protected.md)."
   fi
+  echo
+  echo "Sekisho's access log after all runs (\`sekisho log verify\`, exit $verify_rc): $(echo "$verify_out" | tr '\n' ' ' | sed 's/  */ /g')."
+  echo "The harness's \"log lines per response\" column is 0 for Sekisho: the harness truncates each peer's log"
+  echo "between runs, which on a hash-chained log is tampering, so Sekisho writes its own and it is verified here."
   echo
   echo "## Goals (paired ratios: Sekisho ÷ nginx-mtls in the same round, median over rounds)"
   echo

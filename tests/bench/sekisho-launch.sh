@@ -5,8 +5,8 @@
 # gateway, so the device CRL can only be made here, just before Sekisho starts:
 #   1. copy the bench's device CA (certificate + key) into $SEKISHO_BENCH_DIR/ca and let
 #      `sekisho ca refresh-crl` sign an empty CRL for it (device-ca.crl.pem);
-#   2. point the harness's access-log path (GW_ACCESS_LOG, whose lines it counts and
-#      truncates between runs) at Sekisho's log_dir/access.jsonl;
+#   2. give the harness's access-log path (GW_ACCESS_LOG, whose lines it counts and
+#      truncates between runs) a file of its own: Sekisho's signed log must not be truncated;
 #   3. exec Sekisho (same PID, so the harness pins, measures and stops Sekisho itself).
 #   4. with SEKISHO_BENCH_ACCESS=protected, enrol a user beside it and hand its session
 #      cookie to the harness (see below).
@@ -22,8 +22,11 @@ cp "$pki/device-ca.key" "$D/ca/device-ca.key"
 chmod 600 "$D/ca/device-ca.key"
 "$SEKISHO_BIN" ca refresh-crl --ca "$D/ca" >&2
 [[ -s $D/ca/device-ca.crl.pem ]] || { echo "sekisho-launch: no CRL was written" >&2; exit 1; }
-: >>"$D/log/access.jsonl"
-ln -sfn "$D/log/access.jsonl" "$GW_ACCESS_LOG"
+# The harness counts and truncates its access-log file between runs. Sekisho's log is
+# hash-chained and sealed (a truncation is tampering), so the harness gets a file of its own
+# that stays empty; run.sh verifies Sekisho's log with `sekisho log verify` after the runs.
+: >>"$D/harness-access.log"
+ln -sfn "$D/harness-access.log" "$GW_ACCESS_LOG"
 if [[ ${SEKISHO_BENCH_ACCESS:-public} == protected ]]; then
   # 4. protected route: once Sekisho serves, enrol the user "bench" as a person would, with
   #    the harness's client certificate (the session is bound to that device): invitation
