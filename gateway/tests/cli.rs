@@ -240,3 +240,31 @@ fn help_lists_every_command() {
         assert!(t.contains(cmd), "{cmd} in --help: {t}");
     }
 }
+
+#[test]
+fn an_invitation_link_uses_public_url_when_the_policy_has_one() {
+    // Behind a port mapping (the container listens on 8443, browsers use 443) the link must
+    // name the address browsers use.
+    let dir = tempdir("public-url");
+    let state = dir.join("state");
+    let policy = format!(
+        "version = 1\n[server]\nlisten = [\"127.0.0.1:8443\"]\nhostnames = [\"admin.example.jp\"]\n\
+         public_url = \"https://admin.example.jp\"\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n\
+         state_dir = \"{}\"\nlog_dir = \"{}\"\n\
+         [[upstream]]\nname = \"app\"\nurl = \"http://127.0.0.1:9000\"\n\
+         [[route]]\nname = \"admin\"\npaths = [\"/admin\"]\nupstream = \"app\"\naccess = \"protected\"\n\
+         allow_ips = [\"127.0.0.0/8\"]\nsecond_factor = [\"totp\"]\ngroups = [\"admins\"]\n\
+         [[user]]\nname = \"tanaka\"\ngroups = [\"admins\"]\n",
+        state.display(),
+        dir.join("log").display()
+    );
+    let file = dir.join("policy.toml");
+    std::fs::write(&file, policy).unwrap();
+    let out = sekisho(&["user", "--policy", file.to_str().unwrap(), "invite", "tanaka"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("https://admin.example.jp/.sekisho/invite?t="),
+        "{}",
+        text(&out)
+    );
+}

@@ -113,8 +113,29 @@ pub struct Server {
     pub client_certificates: ClientCertMode,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where browsers reach the gateway when that differs from `listen` (a port mapping, a
+    /// load balancer): one of `hostnames` and a port. Invitation links use it.
+    pub public_url: Option<PublicUrl>,
     pub state_dir: String,
     pub log_dir: String,
+}
+
+/// `https://HOST[:PORT]`, HOST one of the served hostnames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl {
+    pub host: String,
+    pub port: u16,
+}
+
+impl PublicUrl {
+    /// `https://host` (port 443) or `https://host:port`.
+    pub fn origin(&self) -> String {
+        if self.port == 443 {
+            format!("https://{}", self.host)
+        } else {
+            format!("https://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl Server {

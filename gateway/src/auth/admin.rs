@@ -251,13 +251,21 @@ pub fn execute(auth: &Auth, policy: &Policy, req: &Request) -> Reply {
 
 /// The invitation link: the first served host name on the first listener's port.
 pub fn invite_url(policy: &Policy, token: &str) -> String {
-    let host = policy.server.hostnames.first().map_or("localhost", String::as_str);
-    let port = policy.server.listen.first().map_or(443, std::net::SocketAddr::port);
-    let origin = super::Origin {
-        host: host.to_owned(),
-        port,
+    // `public_url` when the browser's address differs from ours (a port mapping, a load
+    // balancer); else the first hostname and the first listen port.
+    let origin = match &policy.server.public_url {
+        Some(u) => u.origin(),
+        None => {
+            let host = policy.server.hostnames.first().map_or("localhost", String::as_str);
+            let port = policy.server.listen.first().map_or(443, std::net::SocketAddr::port);
+            super::Origin {
+                host: host.to_owned(),
+                port,
+            }
+            .url()
+        }
     };
-    format!("{}/.sekisho/invite?t={token}", origin.url())
+    format!("{origin}/.sekisho/invite?t={token}")
 }
 
 /// The control socket's path for a policy.

@@ -119,6 +119,12 @@ pub(crate) const SERVER: &[Key] = &[
         Kind::StringList,
         "CIDRs whose X-Forwarded-For is believed.",
     ),
+    key(
+        "public_url",
+        Kind::String,
+        "How browsers reach the gateway (\"https://admin.example.jp\"), for invitation links; \
+         default: the first hostname and the first listen port.",
+    ),
     key("state_dir", Kind::String, "Sessions, enrolments and counters."),
     key("log_dir", Kind::String, "The signed audit log."),
 ];

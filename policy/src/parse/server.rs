@@ -4,7 +4,7 @@
 use super::diagnostic::Sink;
 use super::values;
 use super::walk::Table;
-use crate::model::{ClientCertMode, Server};
+use crate::model::{ClientCertMode, PublicUrl, Server};
 
 /// A server value used only to keep walking after `[server]` was missing; `parse` never
 /// returns it because the missing table is an error.
@@ -18,6 +18,7 @@ pub(super) fn placeholder() -> Server {
         device_crl: None,
         client_certificates: ClientCertMode::Off,
         trusted_proxies: Vec::new(),
+        public_url: None,
         state_dir: String::new(),
         log_dir: String::new(),
     }
@@ -140,6 +141,16 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
         }
     }
 
+    let public_url = t
+        .string(sink, "public_url")
+        .and_then(|s| match public_url(&s.value, &hostnames) {
+            Ok(u) => Some(u),
+            Err((message, help)) => {
+                sink.error_help(s.span, message, help);
+                None
+            }
+        });
+
     let dir =
         |sink: &mut Sink<'_>, key: &str, default: &str| optional_path(sink, key).unwrap_or_else(|| default.to_string());
     let state_dir = dir(sink, "state_dir", "/var/lib/sekisho");
@@ -154,7 +165,49 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
         device_crl,
         client_certificates,
         trusted_proxies,
+        public_url,
         state_dir,
         log_dir,
     }
+}
+
+/// `https://HOST[:PORT]` with HOST one of `hostnames`: nothing else (no path, user, query).
+fn public_url(text: &str, hostnames: &[String]) -> Result<PublicUrl, (String, String)> {
+    let bad = |why: &str| {
+        (
+            format!("`public_url` = \"{}\" {why}", text.escape_debug()),
+            "write the address browsers use, such as \"https://admin.example.jp\" or \"https://admin.example.jp:8443\""
+                .to_string(),
+        )
+    };
+    let rest = text
+        .strip_prefix("https://")
+        .ok_or_else(|| bad("is not an https:// URL"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#', '@', '\\']) || rest.is_empty() {
+        return Err(bad("has more than a host and a port"));
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("has no valid port"))?,
+        ),
+        None => (rest, 443),
+    };
+    if !hostnames.iter().any(|h| h == host) {
+        return Err((
+            format!(
+                "`public_url` names `{}`, which is not in `hostnames`",
+                host.escape_debug()
+            ),
+            format!("use one of {hostnames:?}, or add it to `hostnames`"),
+        ));
+    }
+    Ok(PublicUrl {
+        host: host.to_owned(),
+        port,
+    })
 }

@@ -484,6 +484,43 @@ fn non_ascii_route_paths_are_written_decoded() {
     );
 }
 
+#[test]
+fn public_url_is_an_https_origin_of_a_served_host() {
+    let with_url = |u: &str| {
+        BASE.replace(
+            "client_certificates = \"request\"\n",
+            &format!("client_certificates = \"request\"\npublic_url = \"{u}\"\n"),
+        )
+    };
+    for good in [
+        "https://admin.example.jp",
+        "https://admin.example.jp/",
+        "https://shop.example.jp:8443",
+    ] {
+        let p = parse("p.toml", &with_url(good)).unwrap_or_else(|d| panic!("{good}: {d}"));
+        assert!(p.server.public_url.is_some(), "{good}");
+    }
+    let p = parse("p.toml", &with_url("https://shop.example.jp:8443")).unwrap();
+    assert_eq!(p.server.public_url.unwrap().origin(), "https://shop.example.jp:8443");
+    check(
+        &with_url("http://admin.example.jp"),
+        &["p.toml:10:|is not an https:// URL|https://admin.example.jp"],
+    );
+    check(
+        &with_url("https://evil.example"),
+        &["not in `hostnames`|admin.example.jp"],
+    );
+    check(
+        &with_url("https://admin.example.jp/admin"),
+        &["more than a host and a port"],
+    );
+    check(
+        &with_url("https://x@admin.example.jp"),
+        &["more than a host and a port"],
+    );
+    check(&with_url("https://admin.example.jp:0"), &["no valid port"]);
+}
+
 /// Corpus SESS-011: `attacker@evil.example@example.jp` passed a domain allowlist elsewhere;
 /// here every address has exactly one `@` (notices go to it).
 #[test]
