@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
-use sekisho_policy::{ClientCertMode, Policy};
+use sekisho_policy::{ClientCertMode, Policy, ServerCertificate};
 use std::sync::Arc;
 
 /// Everything TLS that one policy generation needs.
@@ -28,7 +28,9 @@ pub struct TlsSetup {
     /// The strict verifier (device CA, CRL, its expiry) that judges a presented
     /// certificate after the handshake; `None` when client certificates are off.
     pub device_verifier: Option<Arc<dyn ClientCertVerifier>>,
-    /// `notAfter` of the server certificate (the chain's first), seconds since the epoch.
+    /// `notAfter` of the server certificate (the chain's first), seconds since the epoch;
+    /// `None` for ACME certificates, which change without a new configuration (see
+    /// [`crate::acme::Certs::current`]).
     pub server_not_after: Option<i64>,
 }
 
@@ -69,16 +71,21 @@ pub enum TlsError {
 }
 
 impl TlsSetup {
-    /// Builds the TLS configuration a policy asks for, reading its certificate files.
-    pub fn build(policy: &Policy) -> Result<TlsSetup, TlsError> {
+    /// Builds the TLS configuration a policy asks for, reading its certificate files; an
+    /// ACME policy's certificate is resolved at each handshake from `acme`.
+    pub fn build(policy: &Policy, acme: &crate::acme::Certs) -> Result<TlsSetup, TlsError> {
         let server = &policy.server;
-        let chain = read_certs(&server.tls_cert)?;
-        let server_not_after = chain.first().and_then(|c| {
-            x509_parser::parse_x509_certificate(c.as_ref())
-                .ok()
-                .map(|(_, cert)| cert.validity().not_after.timestamp())
+        let files = match &server.certificate {
+            ServerCertificate::Files { cert, key } => Some((read_certs(cert)?, read_key(key)?, key)),
+            ServerCertificate::Acme(_) => None,
+        };
+        let server_not_after = files.as_ref().and_then(|(chain, _, _)| {
+            chain.first().and_then(|c| {
+                x509_parser::parse_x509_certificate(c.as_ref())
+                    .ok()
+                    .map(|(_, cert)| cert.validity().not_after.timestamp())
+            })
         });
-        let key = read_key(&server.tls_key)?;
         let provider = Arc::new(ring::default_provider());
 
         let mut device_ca_id = None;
@@ -128,12 +135,16 @@ impl TlsSetup {
             }
         };
 
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Rustls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(format!("{}: {e}", server.tls_key)))?;
+            .with_client_cert_verifier(verifier);
+        let mut config = match files {
+            Some((chain, key, key_path)) => builder
+                .with_single_cert(chain, key)
+                .map_err(|e| TlsError::Rustls(format!("{key_path}: {e}")))?,
+            None => builder.with_cert_resolver(acme.resolver()),
+        };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsSetup {
             server_config: Arc::new(config),
