@@ -68,7 +68,9 @@ impl Issued {
 
     /// Does it name every one of `hostnames`?
     pub fn covers(&self, hostnames: &[String]) -> bool {
-        hostnames.iter().all(|h| self.names.iter().any(|n| n.eq_ignore_ascii_case(h)))
+        hostnames
+            .iter()
+            .all(|h| self.names.iter().any(|n| n.eq_ignore_ascii_case(h)))
     }
 }
 
@@ -171,10 +173,7 @@ impl Certs {
     /// Reads the certificate kept in `state_dir/acme/` (from an earlier run), if any.
     pub fn load_stored(&self, state_dir: &Path, now: i64) {
         let dir = acme_dir(state_dir);
-        let (Ok(chain), Ok(key)) = (
-            std::fs::read(dir.join("cert.pem")),
-            std::fs::read(dir.join("key.pem")),
-        ) else {
+        let (Ok(chain), Ok(key)) = (std::fs::read(dir.join("cert.pem")), std::fs::read(dir.join("key.pem"))) else {
             return;
         };
         match parse_issued(&chain, &key) {
@@ -182,7 +181,9 @@ impl Certs {
                 tracing::info!(serial = %issued.serial, not_after = issued.not_after, "ACME certificate read from the state directory");
                 self.install(issued, now);
             }
-            Ok(issued) => tracing::warn!(serial = %issued.serial, "the stored ACME certificate has expired; obtaining a new one"),
+            Ok(issued) => {
+                tracing::warn!(serial = %issued.serial, "the stored ACME certificate has expired; obtaining a new one")
+            }
             Err(e) => tracing::warn!(error = %e, "the stored ACME certificate cannot be used; obtaining a new one"),
         }
     }
@@ -235,9 +236,16 @@ fn parse_issued(chain_pem: &[u8], key_pem: &[u8]) -> Result<Issued, AcmeError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| fail("certificate chain", e))?;
-    let leaf = chain.first().ok_or_else(|| AcmeError("the chain holds no certificate".into()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| AcmeError("the chain holds no certificate".into()))?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| fail("certificate", e))?;
-    let serial = cert.tbs_certificate.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
+    let serial = cert
+        .tbs_certificate
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let mut names = Vec::new();
@@ -374,8 +382,13 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, AcmeError
     let key = rcgen::KeyPair::generate().map_err(|e| fail("challenge key", e))?;
     let cert = params.self_signed(&key).map_err(|e| fail("challenge certificate", e))?;
     let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    CertifiedKey::from_der(vec![cert.der().clone()], der, &rustls::crypto::ring::default_provider())
-        .map_err(|e| fail("challenge certificate", e))
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki, which
+    // refuses the critical acmeIdentifier extension that RFC 8737 demands.
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| fail("challenge key", e))?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
 /// One issuance: order, challenges, finalisation, download; the new pair is written to the
@@ -496,7 +509,8 @@ pub async fn maintain(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
                     r = tokio::time::timeout(limits.acme_order_timeout, issue(settings, hostnames, &state_dir, &limits, &gw.acme)) => r,
                     _ = stop.changed() => return,
                 };
-                let outcome = outcome.unwrap_or_else(|_| Err(AcmeError("the issuance took longer than acme_order_timeout".into())));
+                let outcome = outcome
+                    .unwrap_or_else(|_| Err(AcmeError("the issuance took longer than acme_order_timeout".into())));
                 let now = gw.clock.unix_seconds();
                 match outcome {
                     Ok(issued) => {

@@ -29,7 +29,9 @@ pub struct Https {
 
 impl std::fmt::Debug for Https {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Https").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Https")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,7 +61,9 @@ impl HttpClient for Https {
         Box::pin(async move {
             match tokio::time::timeout(timeout, send(tls, req)).await {
                 Ok(r) => r,
-                Err(_) => Err(Error::Str("the ACME server did not answer in time (acme_request_timeout)")),
+                Err(_) => Err(Error::Str(
+                    "the ACME server did not answer in time (acme_request_timeout)",
+                )),
             }
         })
     }
@@ -77,7 +81,11 @@ async fn send(tls: TlsConnector, req: http::Request<BodyWrapper<Bytes>>) -> Resu
     let Some(authority) = uri.authority().cloned() else {
         return Err(Error::Str("the ACME server named a URL without a host"));
     };
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = authority.port_u16().unwrap_or(443);
     let tcp = TcpStream::connect((host.as_str(), port)).await.map_err(other)?;
     let _ = tcp.set_nodelay(true);

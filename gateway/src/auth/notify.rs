@@ -160,11 +160,17 @@ impl Notice {
             Notice::PolicyRejected { trigger, .. } => {
                 format!("新しいポリシーは拒否されました（{trigger}）。以前のポリシーで運用を続けています。")
             }
-            Notice::AcmeFailed { failures, serving_until, .. } => match serving_until {
+            Notice::AcmeFailed {
+                failures,
+                serving_until,
+                ..
+            } => match serving_until {
                 Some(t) => format!(
                     "サーバ証明書を更新できませんでした（{failures} 回失敗）。現在の証明書で {t}（UNIX 時刻）まで運用を続けます。"
                 ),
-                None => format!("サーバ証明書を取得できませんでした（{failures} 回失敗）。取得できるまで TLS は応答しません。"),
+                None => format!(
+                    "サーバ証明書を取得できませんでした（{failures} 回失敗）。取得できるまで TLS は応答しません。"
+                ),
             },
         }
     }

@@ -124,7 +124,11 @@ fn render(s: &Status) -> (String, Vec<String>) {
                 );
             }
             _ => {
-                let _ = writeln!(out, "acme            {} via {}; no certificate yet", a.directory, a.challenge);
+                let _ = writeln!(
+                    out,
+                    "acme            {} via {}; no certificate yet",
+                    a.directory, a.challenge
+                );
                 attention.push("no ACME certificate yet: TLS serves nothing until one is obtained".to_owned());
             }
         }
