@@ -262,3 +262,36 @@ impl ClientCertVerifier for DeviceVerifier {
         self.strict.supported_verify_schemes()
     }
 }
+
+/// The subject of the first certificate in `pem` when it is self-signed (issuer equal to
+/// subject), else `None` (also for unreadable PEM: other checks report that).
+pub fn self_signed_subject(pem: &[u8]) -> Option<String> {
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    (cert.issuer().as_raw() == cert.subject().as_raw()).then(|| cert.subject().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_is_told_from_an_issued_one() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        assert_eq!(
+            self_signed_subject(ca_cert.pem().as_bytes()).as_deref(),
+            Some("CN=Test CA")
+        );
+
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["shop.example.jp".to_owned()]).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        assert_eq!(self_signed_subject(leaf.pem().as_bytes()), None);
+        assert_eq!(self_signed_subject(b"not pem"), None);
+    }
+}

@@ -45,7 +45,7 @@ pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, Ses
 pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
 pub use limits::Limits;
-pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
+pub use lint::{FileFacts, Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint, lint_files};
 pub use model::{
     Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, Route, RouteId,
     Server, ServerCertificate, SessionSettings, Smtp, SmtpTls, Upstream, User,
