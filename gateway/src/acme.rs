@@ -452,7 +452,6 @@ async fn issue(
             .await
             .map_err(|e| fail(&format!("challenge for {name}"), e))?;
     }
-    drop(authorizations);
     let retries = RetryPolicy::new()
         .initial_delay(Duration::from_millis(250))
         .backoff(1.5)
@@ -604,12 +603,12 @@ mod tests {
 
     #[test]
     fn only_a_lone_acme_tls_alpn_is_a_challenge() {
-        let list = |p: &[&'static [u8]]| Some(p.to_vec().into_iter());
+        let list = |p: &'static [&'static [u8]]| Some(p.iter().copied());
         assert!(is_acme_alpn(list(&[b"acme-tls/1"])));
         assert!(!is_acme_alpn(list(&[b"h2", b"acme-tls/1"])));
         assert!(!is_acme_alpn(list(&[b"acme-tls/1", b"http/1.1"])));
         assert!(!is_acme_alpn(list(&[])));
-        assert!(!is_acme_alpn(None::<std::vec::IntoIter<&[u8]>>));
+        assert!(!is_acme_alpn(None::<std::iter::Empty<&[u8]>>));
     }
 
     #[test]

@@ -144,10 +144,10 @@ fn policy_lint(files: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCod
 /// Paths are read as the gateway reads them (relative to the working directory).
 fn file_facts(policy: &Policy) -> sekisho_policy::FileFacts {
     let mut facts = sekisho_policy::FileFacts::default();
-    if let sekisho_policy::ServerCertificate::Files { cert, .. } = &policy.server.certificate {
-        if let Ok(pem) = std::fs::read(cert) {
-            facts.tls_cert_self_signed = crate::tls::self_signed_subject(&pem);
-        }
+    if let sekisho_policy::ServerCertificate::Files { cert, .. } = &policy.server.certificate
+        && let Ok(pem) = std::fs::read(cert)
+    {
+        facts.tls_cert_self_signed = crate::tls::self_signed_subject(&pem);
     }
     facts
 }
