@@ -3,7 +3,8 @@
 //! a certificate with http-01 and with tls-alpn-01 (the served chain verifies against the
 //! root pebble made for this run), renews it (short lifetimes) and swaps it in while a
 //! keep-alive connection goes on, and when the CA disappears keeps serving the old
-//! certificate and says so (status, audit log, notice).
+//! certificate and says so (status, audit log, notice). Before the first certificate TLS
+//! serves nothing, and failed attempts show the same way.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -44,9 +45,15 @@ struct Setup {
 /// only free a moment: when a test running beside this one took one of them first, the
 /// whole setup is made again on new ones.
 fn start(challenge: &str, validity_secs: Option<u64>, limits: &str) -> Setup {
+    start_with(challenge, validity_secs, limits, false)
+}
+
+/// As [`start`]; with `misdirected`, pebble validates http-01 on a port where nothing
+/// listens, so every attempt fails.
+fn start_with(challenge: &str, validity_secs: Option<u64>, limits: &str, misdirected: bool) -> Setup {
     let mut last = String::new();
     for _ in 0..3 {
-        match try_start(challenge, validity_secs, limits) {
+        match try_start(challenge, validity_secs, limits, misdirected) {
             Ok(setup) => return setup,
             Err(why) if why.contains("cannot listen") => last = why,
             Err(why) => panic!("{why}"),
@@ -55,11 +62,13 @@ fn start(challenge: &str, validity_secs: Option<u64>, limits: &str) -> Setup {
     panic!("three port collisions in a row:\n{last}");
 }
 
-fn try_start(challenge: &str, validity_secs: Option<u64>, limits: &str) -> Result<Setup, String> {
+fn try_start(challenge: &str, validity_secs: Option<u64>, limits: &str, misdirected: bool) -> Result<Setup, String> {
     let tls = ports::free_addr();
     let http = (challenge == "http-01").then(ports::free_addr);
     let pebble = Pebble::start(PebbleSpec {
-        http_port: http.map_or_else(ports::free_port, |a| a.port()),
+        http_port: http
+            .filter(|_| !misdirected)
+            .map_or_else(ports::free_port, |a| a.port()),
         tls_port: tls.port(),
         validity_secs,
     });
@@ -343,6 +352,37 @@ async fn a_vanished_ca_leaves_the_old_certificate_serving_and_the_failure_visibl
     let stderr = setup.gateway.stderr_text();
     assert!(
         stderr.contains("notice:") && stderr.contains("could not be renewed"),
+        "the admin notice: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn until_a_certificate_is_obtained_tls_serves_nothing_and_the_failures_show() {
+    let setup = start_with("http-01", None, "", true);
+    let spec = client(setup.gateway.addr, &setup.pebble.root());
+    let policy = setup.gateway.policy_path.clone();
+    assert_eventually_async!(
+        ISSUANCE,
+        audit_kinds(&setup, "acme_failed").len() >= 2,
+        "no repeated acme_failed records; stderr:\n{}",
+        setup.gateway.stderr_text()
+    );
+    let failed = audit_kinds(&setup, "acme_failed");
+    assert!(failed.iter().all(|r| r["serving"].is_null()), "{failed:?}");
+    assert!(
+        failed[1]["failures"].as_u64() > failed[0]["failures"].as_u64(),
+        "failures are counted: {failed:?}"
+    );
+    // Nothing is served under any certificate meanwhile (no self-made stand-in).
+    assert_eq!(served_serial(&spec).await, None);
+    assert!(spec.exchange(&get("/"), 1).await.responses.is_empty());
+    let (code, text) = status_of(&policy);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no certificate yet"), "{text}");
+    assert!(text.contains("ACME FAILING"), "{text}");
+    let stderr = setup.gateway.stderr_text();
+    assert!(
+        stderr.contains("notice:") && stderr.contains("could not be obtained"),
         "the admin notice: {stderr}"
     );
 }
