@@ -81,6 +81,8 @@ const MAX_TIMES: &[(&str, &str, u64)] = &[
     ("limits", "revocation_poll_interval", 300),
     ("limits", "policy_poll_interval", 60),
     ("limits", "shutdown_grace", 300),
+    ("limits", "acme_order_timeout", 1800),
+    ("limits", "acme_request_timeout", 120),
 ];
 
 /// Lints a valid policy. `text` must be the text `policy` was parsed from (for places and

@@ -241,7 +241,20 @@ async fn obtained(setup: &Setup) -> String {
 #[tokio::test]
 async fn http01_obtains_a_certificate_that_chains_to_pebbles_root() {
     let setup = start("http-01", None, "");
-    obtained(&setup).await;
+    let serial = obtained(&setup).await;
+
+    // A policy reload builds a new TLS configuration around the same certificate.
+    let policy = setup.gateway.policy_path.clone();
+    let text = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, format!("{text}\n# reloaded\n")).unwrap();
+    assert_eventually_async!(
+        Duration::from_secs(10),
+        status_of(&policy).1.contains("generation    2"),
+        "the edited policy is not reloaded: {}",
+        status_of(&policy).1
+    );
+    let spec = client(setup.gateway.addr, &setup.pebble.root());
+    assert_eq!(served_serial(&spec).await.as_deref(), Some(serial.as_str()));
 
     // The plain listener redirects everything that is not a challenge to https.
     let http = setup.http.unwrap();
