@@ -5,9 +5,10 @@
 //!
 //! The CA validates from addresses no route names, so every peer is accepted (within the
 //! connection caps); a peer that no route admits gets the challenge answers and a bare
-//! 404 for everything else, never a redirect.
+//! 404 for everything else, never a redirect. Every answer leaves an access record.
 
-use crate::gateway::Gateway;
+use crate::audit::{AccessRecord, Event};
+use crate::gateway::{Active, Gateway};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -84,22 +85,6 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 }
 
 fn answer(gw: &Gateway, req: &Request<Incoming>, peer: SocketAddr, admitted: bool) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "");
-        }
-        return match gw.acme.http_answer(token) {
-            Some(key_authorization) => {
-                tracing::info!(peer = %peer, "answered an ACME http-01 validation");
-                text(StatusCode::OK, &key_authorization)
-            }
-            None => text(StatusCode::NOT_FOUND, ""),
-        };
-    }
-    if !admitted {
-        return text(StatusCode::NOT_FOUND, "");
-    }
     let active = gw.active();
     let host = req
         .headers()
@@ -107,28 +92,82 @@ fn answer(gw: &Gateway, req: &Request<Incoming>, peer: SocketAddr, admitted: boo
         .and_then(|h| h.to_str().ok())
         .and_then(|h| crate::host::parse_host(h).ok())
         .map(|h| h.to_ascii_lowercase());
+    let (response, outcome, reason) = decide(gw, &active, req, host.as_deref(), admitted);
+    if reason == "acme_challenge" {
+        tracing::info!(peer = %peer, "answered an ACME http-01 validation");
+    }
+    // The plain listener decides too, so it leaves an access record like every decision
+    // (never waited for: nothing here is protected).
+    let path = req.uri().path();
+    let record = AccessRecord {
+        peer: crate::forwarded::canonical(peer.ip()).to_string(),
+        client: None,
+        method: req.method().as_str(),
+        host: host.as_deref(),
+        path: Some(path),
+        raw_target: None,
+        route: None,
+        outcome,
+        reason,
+        status: response.status().as_u16(),
+        bytes: None,
+        device: None,
+        device_problem: None,
+        user: None,
+        upstream_ms: None,
+        policy: &active.policy.id,
+        policy_commit: active.version.git_commit.as_deref(),
+    };
+    gw.audit.record_detached(&Event::Access(record));
+    response
+}
+
+/// The answer on the plain listener, with the record's outcome and reason.
+fn decide(
+    gw: &Gateway,
+    active: &Active,
+    req: &Request<Incoming>,
+    host: Option<&str>,
+    admitted: bool,
+) -> (Response<Full<Bytes>>, &'static str, &'static str) {
+    if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PREFIX) {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return (text(StatusCode::METHOD_NOT_ALLOWED, ""), "deny", "method_not_allowed");
+        }
+        return match gw.acme.http_answer(token) {
+            Some(key_authorization) => (text(StatusCode::OK, &key_authorization), "allow", "acme_challenge"),
+            None => (text(StatusCode::NOT_FOUND, ""), "deny", "acme_challenge_unknown"),
+        };
+    }
+    if !admitted {
+        return (text(StatusCode::NOT_FOUND, ""), "deny", "address_not_admitted");
+    }
     let Some(host) = host.filter(|h| active.policy.serves_host(h)) else {
-        return text(StatusCode::MISDIRECTED_REQUEST, "unknown host\n");
+        return (
+            text(StatusCode::MISDIRECTED_REQUEST, "unknown host\n"),
+            "deny",
+            "host_not_served",
+        );
     };
     let tls_port = active.policy.server.listen.first().map_or(443, SocketAddr::port);
     let authority = if tls_port == 443 {
-        host
+        host.to_owned()
     } else {
         format!("{host}:{tls_port}")
     };
+    // Only an origin-form target is carried over (never `//evil` or an absolute form).
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .filter(|p| p.starts_with('/') && !p.starts_with("//"))
         .unwrap_or("/");
-    let location = format!("https://{authority}{target}");
-    let mut r = text(StatusCode::PERMANENT_REDIRECT, "");
-    match header::HeaderValue::from_str(&location) {
-        Ok(v) => {
-            r.headers_mut().insert(header::LOCATION, v);
-            r
+    match header::HeaderValue::from_str(&format!("https://{authority}{target}")) {
+        Ok(location) => {
+            let mut r = text(StatusCode::PERMANENT_REDIRECT, "");
+            r.headers_mut().insert(header::LOCATION, location);
+            (r, "allow", "redirect_to_https")
         }
-        Err(_) => text(StatusCode::BAD_REQUEST, ""),
+        Err(_) => (text(StatusCode::BAD_REQUEST, ""), "deny", "bad_target"),
     }
 }

@@ -283,6 +283,23 @@ async fn http01_obtains_a_certificate_that_chains_to_pebbles_root() {
     let mut raw = Vec::new();
     std::io::Read::read_to_end(&mut plain, &mut raw).unwrap();
     assert_eq!(sekisho_tests::client::parse_response(&raw, true).unwrap().0.status, 404);
+
+    // The plain listener's decisions are access records too: pebble's validation, the
+    // redirect and the unknown token.
+    assert_eventually_async!(
+        Duration::from_secs(10),
+        {
+            let reasons: Vec<String> = audit_kinds(&setup, "access")
+                .iter()
+                .filter_map(|r| r["reason"].as_str().map(str::to_owned))
+                .collect();
+            ["acme_challenge", "redirect_to_https", "acme_challenge_unknown"]
+                .iter()
+                .all(|want| reasons.iter().any(|r| r == want))
+        },
+        "plain-listener access records missing: {:?}",
+        audit_kinds(&setup, "access")
+    );
 }
 
 #[tokio::test]
