@@ -8,7 +8,7 @@
 //! attempt comes after `acme_retry_min`, doubled per failure up to `acme_retry_max`).
 //!
 //! **Where things live.** `state_dir/acme/` (0700): `account-<sha256(directory)[..16]>.json`
-//! (the account key and URL, 0600), `cert.pem` (chain) and `key.pem` (0600), each written
+//! (the account key and URL, 0600) and `certificate.pem` (the chain, then its key; 0600), each written
 //! aside, fsynced and renamed in, so a crash leaves the old pair or the new one.
 //!
 //! **Swap.** The TLS configuration of an ACME policy resolves its certificate at every
@@ -166,10 +166,10 @@ impl Certs {
     /// Reads the certificate kept in `state_dir/acme/` (from an earlier run), if any.
     pub fn load_stored(&self, state_dir: &Path, now: i64) {
         let dir = acme_dir(state_dir);
-        let (Ok(chain), Ok(key)) = (std::fs::read(dir.join("cert.pem")), std::fs::read(dir.join("key.pem"))) else {
+        let Ok(pair) = std::fs::read(dir.join(store::CERTIFICATE)) else {
             return;
         };
-        match store::parse_issued(&chain, &key) {
+        match store::parse_issued(&pair, &pair) {
             Ok(issued) if issued.not_after > now => {
                 tracing::info!(serial = %issued.serial, not_after = issued.not_after, "ACME certificate read from the state directory");
                 self.install(issued, now);

@@ -4,7 +4,8 @@
 //! root pebble made for this run), renews it (short lifetimes) and swaps it in while a
 //! keep-alive connection goes on, and when the CA disappears keeps serving the old
 //! certificate and says so (status, audit log, notice). Before the first certificate TLS
-//! serves nothing, and failed attempts show the same way.
+//! serves nothing, and failed attempts show the same way; after a restart the stored
+//! certificate serves at once.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -213,10 +214,16 @@ async fn obtained(setup: &Setup) -> String {
     assert_eq!(spec.exchange(&get("/hello"), 1).await.status(), Some(200));
 
     let acme_dir = setup.dir.join("state/acme");
-    for file in ["cert.pem", "key.pem"] {
-        let mode = std::fs::metadata(acme_dir.join(file)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "{file} mode {mode:o}");
-    }
+    let pair = acme_dir.join("certificate.pem");
+    let mode = std::fs::metadata(&pair).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "certificate.pem mode {mode:o}");
+    let text = std::fs::read_to_string(&pair).unwrap();
+    assert!(
+        text.contains("BEGIN CERTIFICATE") && text.contains("PRIVATE KEY"),
+        "chain and key"
+    );
+    let dir_mode = std::fs::metadata(&acme_dir).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "state_dir/acme mode {dir_mode:o}");
     let accounts: Vec<_> = std::fs::read_dir(&acme_dir)
         .unwrap()
         .flatten()
@@ -414,5 +421,33 @@ async fn until_a_certificate_is_obtained_tls_serves_nothing_and_the_failures_sho
     assert!(
         stderr.contains("notice:") && stderr.contains("could not be obtained"),
         "the admin notice: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_serves_its_stored_certificate_without_a_new_order() {
+    let mut setup = start("tls-alpn-01", None, "");
+    let spec = client(setup.gateway.addr, &setup.pebble.root());
+    let (first, _) = first_certificate(&spec, &setup).await;
+    assert!(
+        setup.gateway.terminate(Duration::from_secs(10)).is_some(),
+        "the gateway did not stop"
+    );
+    setup.gateway = Gateway::try_run_policy(setup.gateway.addr, setup.gateway.policy_path.clone())
+        .unwrap_or_else(|why| panic!("restart: {why}"));
+    // The first handshake after `ready` already gets the stored certificate.
+    assert_eq!(served_serial(&spec).await.as_deref(), Some(first.as_str()));
+    assert!(
+        setup
+            .gateway
+            .stderr_text()
+            .contains("ACME certificate read from the state directory"),
+        "{}",
+        setup.gateway.stderr_text()
+    );
+    assert!(
+        !setup.gateway.stderr_text().contains("ACME certificate installed"),
+        "no new order while the stored certificate is far from renewal:\n{}",
+        setup.gateway.stderr_text()
     );
 }

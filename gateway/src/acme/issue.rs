@@ -3,7 +3,7 @@
 //! tls-alpn-01 certificates) and withdrawn however the attempt ends, finalisation with a
 //! new key, and the downloaded chain written to the state directory.
 
-use super::store::{ensure_dir, parse_issued, write_private};
+use super::store::{CERTIFICATE, ensure_dir, parse_issued, write_private};
 use super::{AcmeError, Certs, Issued, fail, http, lock};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
@@ -193,8 +193,10 @@ pub(super) async fn issue(
         return Err(AcmeError("the issued certificate does not name every hostname".into()));
     }
     let dir = ensure_dir(state_dir)?;
-    write_private(&dir.join("key.pem"), key_pem.as_bytes()).map_err(|e| fail("key.pem", e))?;
-    write_private(&dir.join("cert.pem"), chain_pem.as_bytes()).map_err(|e| fail("cert.pem", e))?;
+    // Chain and key in one file, renamed in at once: a crash leaves the old pair or the new
+    // one, never a key beside a certificate it does not belong to.
+    let pair = format!("{}\n{}", chain_pem.trim_end(), key_pem);
+    write_private(&dir.join(CERTIFICATE), pair.as_bytes()).map_err(|e| fail(CERTIFICATE, e))?;
     Ok(issued)
 }
 

@@ -1,6 +1,6 @@
-//! The ACME state on disk (`state_dir/acme/`, 0700): the certificate chain and key as the
-//! CA issued them, each written aside with mode 0600, fsynced and renamed in, so a crash
-//! leaves the old pair or the new one; and reading a pair back into an [`Issued`].
+//! The ACME state on disk (`state_dir/acme/`, 0700): the certificate chain and its key in
+//! one file, written aside with mode 0600, fsynced and renamed in, so a crash leaves the
+//! old pair or the new one; and reading a pair back into an [`Issued`].
 
 use super::{AcmeError, Issued, acme_dir, fail};
 use rustls::sign::CertifiedKey;
@@ -10,6 +10,9 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The file (in `state_dir/acme/`) holding the serving chain followed by its private key.
+pub(crate) const CERTIFICATE: &str = "certificate.pem";
 
 /// Parses a PEM chain and key into an [`Issued`].
 pub(super) fn parse_issued(chain_pem: &[u8], key_pem: &[u8]) -> Result<Issued, AcmeError> {
