@@ -77,7 +77,13 @@ impl TlsSetup {
         let server = &policy.server;
         let files = match &server.certificate {
             ServerCertificate::Files { cert, key } => Some((read_certs(cert)?, read_key(key)?, key)),
-            ServerCertificate::Acme(_) => None,
+            ServerCertificate::Acme(acme) => {
+                // A mistyped CA file is refused now, not at the first renewal weeks later.
+                if let Some(ca) = &acme.directory_ca {
+                    read_certs(ca)?;
+                }
+                None
+            }
         };
         let server_not_after = files.as_ref().and_then(|(chain, _, _)| {
             chain.first().and_then(|c| {
