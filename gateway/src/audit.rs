@@ -94,6 +94,22 @@ pub enum Event<'a> {
     DeviceCrlReloaded { crl: &'a str, revoked: usize },
     /// The device CRL changed but could not be used; the previous one stays.
     DeviceCrlRejected { crl: &'a str, error: &'a str },
+    /// A certificate from the ACME CA was installed (the first, or a renewal).
+    AcmeCertificateIssued {
+        serial: &'a str,
+        not_after: i64,
+        names: &'a [String],
+        challenge: &'a str,
+        /// The serial of the certificate it replaces, if any.
+        replaces: Option<&'a str>,
+    },
+    /// An ACME attempt failed; `serving` (if any) keeps serving until the retry at `retry_at`.
+    AcmeFailed {
+        error: &'a str,
+        failures: u32,
+        retry_at: i64,
+        serving: Option<&'a str>,
+    },
 }
 
 /// Why a record could not be kept.
@@ -287,6 +303,19 @@ mod tests {
             },
             Event::DeviceCrlReloaded { crl: "c", revoked: 1 },
             Event::DeviceCrlRejected { crl: "c", error: "e" },
+            Event::AcmeCertificateIssued {
+                serial: "01",
+                not_after: 1,
+                names: &[],
+                challenge: "http-01",
+                replaces: None,
+            },
+            Event::AcmeFailed {
+                error: "e",
+                failures: 1,
+                retry_at: 2,
+                serving: Some("01"),
+            },
         ];
         for ev in &events {
             let v = serde_json::to_value(ev).unwrap();

@@ -105,6 +105,7 @@ fn write_files(dir: &Path, port: u16, upstream_port: u16, clock: SharedClock) ->
 
     let policy = format!(
         r#"# Sekisho demo policy (written by `sekisho demo`).
+# sekisho:demo — its certificate is self-signed on purpose; lint says so only as a warning.
 version = 1
 
 [server]

@@ -85,10 +85,11 @@ impl Candidate {
         Ok(Candidate { display, text, version })
     }
 
-    /// Parses the policy and builds its TLS configuration from the files it names.
-    pub fn validate(self) -> Result<Validated, LoadError> {
+    /// Parses the policy and builds its TLS configuration from the files it names (an ACME
+    /// policy's certificate comes from `acme`).
+    pub fn validate(self, acme: &crate::acme::Certs) -> Result<Validated, LoadError> {
         let policy = sekisho_policy::parse(&self.display, &self.text).map_err(LoadError::Policy)?;
-        let tls = TlsSetup::build(&policy)?;
+        let tls = TlsSetup::build(&policy, acme)?;
         Ok(Validated {
             policy,
             tls,
@@ -109,8 +110,8 @@ pub enum LoadError {
 
 /// Reads and validates a policy file and builds its TLS configuration. Nothing is
 /// swapped in here.
-pub fn load_candidate(path: &Path) -> Result<(Policy, TlsSetup), LoadError> {
-    let v = Candidate::read(path)?.validate()?;
+pub fn load_candidate(path: &Path, acme: &crate::acme::Certs) -> Result<(Policy, TlsSetup), LoadError> {
+    let v = Candidate::read(path)?.validate(acme)?;
     Ok((v.policy, v.tls))
 }
 
@@ -134,10 +135,19 @@ pub struct Gateway {
     pub listening: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     /// Open connections, in total and per address (the listeners' caps count here).
     pub conns: Arc<crate::listener::ConnCounts>,
+    /// The certificates an ACME policy serves (empty for a policy with certificate files).
+    pub acme: Arc<crate::acme::Certs>,
 }
 
 impl Gateway {
-    pub fn new(policy_path: PathBuf, policy: Policy, tls: TlsSetup, clock: SharedClock, audit: AuditLog) -> Self {
+    pub fn new(
+        policy_path: PathBuf,
+        policy: Policy,
+        tls: TlsSetup,
+        clock: SharedClock,
+        audit: AuditLog,
+        acme: Arc<crate::acme::Certs>,
+    ) -> Self {
         let upstreams = Upstreams::new(&policy.limits);
         let version = PolicyVersion {
             sha256: policy.id.clone(),
@@ -164,6 +174,7 @@ impl Gateway {
             started,
             listening: std::sync::OnceLock::new(),
             conns: Arc::default(),
+            acme,
         }
     }
 
@@ -182,7 +193,7 @@ impl Gateway {
     /// Validates a candidate already read and activates it (one reload at a time).
     pub fn reload_candidate(&self, candidate: Candidate) -> Result<Arc<Active>, LoadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let validated = candidate.validate()?;
+        let validated = candidate.validate(&self.acme)?;
         Ok(self.activate(validated))
     }
 
@@ -209,7 +220,7 @@ impl Gateway {
     pub fn refresh_tls(&self) -> Result<Arc<Active>, TlsError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.active();
-        let tls = TlsSetup::build(&current.policy)?;
+        let tls = TlsSetup::build(&current.policy, &self.acme)?;
         Ok(self.swap(current.policy.clone(), Arc::new(tls), current.version.clone()))
     }
 

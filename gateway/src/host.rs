@@ -56,7 +56,7 @@ pub fn request_host(
 /// Parses `name` or `name:port` strictly: DNS letters, digits, `-` and `.` only (which
 /// rules out userinfo, paths and spaces); the port, if any, all digits. A trailing dot is
 /// kept, so it then fails to equal the SNI (HOST-002).
-fn parse_host(raw: &str) -> Result<String, Refusal> {
+pub(crate) fn parse_host(raw: &str) -> Result<String, Refusal> {
     let (name, port) = match raw.rsplit_once(':') {
         Some((n, p)) => (n, Some(p)),
         None => (raw, None),

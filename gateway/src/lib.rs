@@ -6,6 +6,7 @@
 //! request and client address ([`pipeline`], [`forwarded`]) → route and decision
 //! ([`sekisho_policy::decide`]) → proxy ([`proxy`]) → audit record ([`audit`]).
 
+pub mod acme;
 pub mod audit;
 pub mod auth;
 pub mod body;
@@ -21,6 +22,7 @@ pub mod host;
 pub mod listener;
 pub mod pipeline;
 pub mod pki;
+pub mod plain;
 pub mod proxy;
 pub mod reload;
 pub mod request_line;

@@ -122,7 +122,16 @@ pub async fn accept_loop(
         };
         let active = gw.active();
         let ip = canonical(peer.ip());
-        if !active.policy.admits_peer(ip) {
+        let admitted = active.policy.admits_peer(ip);
+        // The CA's tls-alpn-01 validation comes from addresses no route names: with that
+        // challenge, a peer that is not admitted still gets its ClientHello read, and only
+        // an `acme-tls/1` hello is answered (see `serve_connection`).
+        let alpn_challenge = active
+            .policy
+            .server
+            .acme()
+            .is_some_and(|a| a.challenge == sekisho_policy::AcmeChallenge::TlsAlpn01);
+        if !admitted && !alpn_challenge {
             tracing::debug!(peer = %ip, "closed at accept: no route admits this address");
             drop(stream);
             continue;
@@ -136,13 +145,61 @@ pub async fn accept_loop(
         let gw = gw.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            serve_connection(gw, stream, peer, stop).await;
+            serve_connection(gw, stream, peer, admitted, stop).await;
             drop(slot);
         });
     }
 }
 
-async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// The TLS handshake, with the ClientHello read first: an `acme-tls/1` hello during an open
+/// tls-alpn-01 challenge gets the challenge configuration and is closed after the
+/// handshake; any other hello from a peer no route admits is closed; the rest get the
+/// active configuration. `None`: the connection is over.
+async fn handshake(
+    gw: &Gateway,
+    active: &crate::gateway::Active,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: bool,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let handshake = async {
+        let start = start.await?;
+        if crate::acme::is_acme_alpn(start.client_hello().alpn()) {
+            if let Some(config) = gw.acme.challenge_config().filter(|_| gw.acme.alpn_open()) {
+                let mut tls = start.into_stream(config).await?;
+                tracing::info!(peer = %peer, "answered an ACME tls-alpn-01 validation");
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+            }
+            return Ok(None);
+        }
+        if !admitted {
+            return Ok(None);
+        }
+        start.into_stream(active.tls.server_config.clone()).await.map(Some)
+    };
+    match tokio::time::timeout(active.policy.limits.tls_handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            // Under TLS 1.3 a refused client certificate shows on the client only at its
+            // first read: say here why.
+            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(peer = %peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn serve_connection(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: bool,
+    mut stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -153,19 +210,8 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
     let linger = socket2::SockRef::from(&stream).try_clone().ok();
     let active = gw.active();
     let limits = active.policy.limits;
-    let acceptor = tokio_rustls::TlsAcceptor::from(active.tls.server_config.clone());
-    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            // Under TLS 1.3 a refused client certificate shows on the client only at its
-            // first read: say here why.
-            tracing::info!(peer = %peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(peer = %peer, "TLS handshake timed out");
-            return;
-        }
+    let Some(tls) = handshake(&gw, &active, stream, peer, admitted).await else {
+        return;
     };
     let (_, conn) = tls.get_ref();
     let device = match conn.peer_certificates() {

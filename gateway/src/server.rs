@@ -18,7 +18,13 @@ use tokio::sync::watch;
 
 /// Runs the gateway until it is told to stop.
 pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
-    let (policy, tls) = load_candidate(&policy_path)?;
+    let acme = Arc::new(crate::acme::Certs::default());
+    let (policy, tls) = load_candidate(&policy_path, &acme)?;
+    if policy.server.acme().is_some() {
+        // A certificate kept from an earlier run serves at once; the renewal task decides
+        // whether it is due.
+        acme.load_stored(std::path::Path::new(&policy.server.state_dir), clock.unix_seconds());
+    }
     let audit = AuditLog::open(
         std::path::Path::new(&policy.server.log_dir),
         std::path::Path::new(&policy.server.state_dir),
@@ -27,24 +33,35 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
     let auth = crate::auth::Auth::open(std::path::Path::new(&policy.server.state_dir), clock.clone())
         .context("opening the state (sessions and factors)")?;
     let listen = policy.server.listen.clone();
+    let http_listen = policy.server.http_listen.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sekisho")
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit));
+        let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit, acme));
         crate::auth::install(&gw, auth);
         let mut listeners = Vec::new();
         for addr in &listen {
             listeners.push(bind(*addr).with_context(|| format!("cannot listen on {addr}"))?);
         }
-        serve(gw, listeners).await
+        let mut plain = Vec::new();
+        for addr in &http_listen {
+            plain.push(bind(*addr).with_context(|| format!("cannot listen on {addr} (http_listen)"))?);
+        }
+        serve_all(gw, listeners, plain).await
     })
 }
 
 /// Serves on already-bound listeners until SIGTERM or SIGINT.
 pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Result<()> {
+    serve_all(gw, listeners, Vec::new()).await
+}
+
+/// Serves on already-bound TLS listeners and plain (`http_listen`) ones until SIGTERM or
+/// SIGINT, keeping an ACME policy's certificate valid meanwhile.
+pub async fn serve_all(gw: Arc<Gateway>, listeners: Vec<TcpListener>, plain: Vec<TcpListener>) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let counts = gw.conns.clone();
     let mut bound = Vec::new();
@@ -54,7 +71,14 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
         bound.push(addr);
         tokio::spawn(accept_loop(gw.clone(), l, counts.clone(), stop_rx.clone()));
     }
+    for l in plain {
+        let addr = l.local_addr()?;
+        tracing::info!(addr = %addr, "listening (plain HTTP: ACME http-01 and redirects)");
+        bound.push(addr);
+        tokio::spawn(crate::plain::accept_loop(gw.clone(), l, stop_rx.clone()));
+    }
     let _ = gw.listening.set(bound);
+    tokio::spawn(crate::acme::maintain(gw.clone(), stop_rx.clone()));
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;

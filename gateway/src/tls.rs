@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
-use sekisho_policy::{ClientCertMode, Policy};
+use sekisho_policy::{ClientCertMode, Policy, ServerCertificate};
 use std::sync::Arc;
 
 /// Everything TLS that one policy generation needs.
@@ -28,7 +28,9 @@ pub struct TlsSetup {
     /// The strict verifier (device CA, CRL, its expiry) that judges a presented
     /// certificate after the handshake; `None` when client certificates are off.
     pub device_verifier: Option<Arc<dyn ClientCertVerifier>>,
-    /// `notAfter` of the server certificate (the chain's first), seconds since the epoch.
+    /// `notAfter` of the server certificate (the chain's first), seconds since the epoch;
+    /// `None` for ACME certificates, which change without a new configuration (see
+    /// [`crate::acme::Certs::current`]).
     pub server_not_after: Option<i64>,
 }
 
@@ -69,16 +71,27 @@ pub enum TlsError {
 }
 
 impl TlsSetup {
-    /// Builds the TLS configuration a policy asks for, reading its certificate files.
-    pub fn build(policy: &Policy) -> Result<TlsSetup, TlsError> {
+    /// Builds the TLS configuration a policy asks for, reading its certificate files; an
+    /// ACME policy's certificate is resolved at each handshake from `acme`.
+    pub fn build(policy: &Policy, acme: &crate::acme::Certs) -> Result<TlsSetup, TlsError> {
         let server = &policy.server;
-        let chain = read_certs(&server.tls_cert)?;
-        let server_not_after = chain.first().and_then(|c| {
-            x509_parser::parse_x509_certificate(c.as_ref())
-                .ok()
-                .map(|(_, cert)| cert.validity().not_after.timestamp())
+        let files = match &server.certificate {
+            ServerCertificate::Files { cert, key } => Some((read_certs(cert)?, read_key(key)?, key)),
+            ServerCertificate::Acme(acme) => {
+                // A mistyped CA file is refused now, not at the first renewal weeks later.
+                if let Some(ca) = &acme.directory_ca {
+                    read_certs(ca)?;
+                }
+                None
+            }
+        };
+        let server_not_after = files.as_ref().and_then(|(chain, _, _)| {
+            chain.first().and_then(|c| {
+                x509_parser::parse_x509_certificate(c.as_ref())
+                    .ok()
+                    .map(|(_, cert)| cert.validity().not_after.timestamp())
+            })
         });
-        let key = read_key(&server.tls_key)?;
         let provider = Arc::new(ring::default_provider());
 
         let mut device_ca_id = None;
@@ -128,12 +141,16 @@ impl TlsSetup {
             }
         };
 
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Rustls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(format!("{}: {e}", server.tls_key)))?;
+            .with_client_cert_verifier(verifier);
+        let mut config = match files {
+            Some((chain, key, key_path)) => builder
+                .with_single_cert(chain, key)
+                .map_err(|e| TlsError::Rustls(format!("{key_path}: {e}")))?,
+            None => builder.with_cert_resolver(acme.resolver()),
+        };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(TlsSetup {
             server_config: Arc::new(config),
@@ -249,5 +266,38 @@ impl ClientCertVerifier for DeviceVerifier {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.strict.supported_verify_schemes()
+    }
+}
+
+/// The subject of the first certificate in `pem` when it is self-signed (issuer equal to
+/// subject), else `None` (also for unreadable PEM: other checks report that).
+pub fn self_signed_subject(pem: &[u8]) -> Option<String> {
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    (cert.issuer().as_raw() == cert.subject().as_raw()).then(|| cert.subject().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_is_told_from_an_issued_one() {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Test CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        assert_eq!(
+            self_signed_subject(ca_cert.pem().as_bytes()).as_deref(),
+            Some("CN=Test CA")
+        );
+
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["shop.example.jp".to_owned()]).unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        assert_eq!(self_signed_subject(leaf.pem().as_bytes()), None);
+        assert_eq!(self_signed_subject(b"not pem"), None);
     }
 }

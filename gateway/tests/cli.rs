@@ -233,6 +233,28 @@ fn run_refuses_to_start_without_the_certificate_files() {
 }
 
 #[test]
+fn run_refuses_to_start_when_the_acme_directory_ca_is_missing() {
+    let dir = tempdir("run-acme-ca");
+    let file = dir.join("p.toml");
+    let policy: String = REFERENCE
+        .lines()
+        .filter(|l| !l.starts_with("tls_key"))
+        .map(|l| {
+            if l.starts_with("tls_cert") {
+                "acme = { directory = \"https://127.0.0.1:1/dir\", directory_ca = \"/nonexistent/acme-ca.pem\" }\nhttp_listen = [\"127.0.0.1:0\"]".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, policy).unwrap();
+    let out = sekisho(&["run", "--policy", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("/nonexistent/acme-ca.pem"), "{}", text(&out));
+}
+
+#[test]
 fn help_lists_every_command() {
     let out = sekisho(&["--help"]);
     let t = text(&out);

@@ -76,3 +76,35 @@ fn readme_commands_exist_in_help() {
         );
     }
 }
+
+/// The README's ACME lines, put in place of `tls_cert`/`tls_key` in its example policy, make a
+/// valid policy whose certificate comes from ACME.
+#[test]
+fn readme_acme_example_is_valid_in_the_example_policy() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let acme = blocks
+        .iter()
+        .find(|b| b.contains("acme = {"))
+        .expect("README shows the acme key");
+    let policy: String = blocks[0]
+        .lines()
+        .filter(|l| !l.starts_with("tls_key"))
+        .map(|l| {
+            if l.starts_with("tls_cert") {
+                acme.trim_end().to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    match sekisho_policy::parse("README.md", &policy) {
+        Ok(p) => assert!(p.server.acme().is_some() && !p.server.http_listen.is_empty()),
+        Err(d) => panic!("README acme example:\n{d}\n{policy}"),
+    }
+}

@@ -192,3 +192,58 @@ fn schema_is_json_and_offers_every_key_of_the_reference() {
         }
     }
 }
+
+#[test]
+fn lint_refuses_a_self_signed_server_certificate_but_not_an_issued_one() {
+    let dir = tempdir("self-signed");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Shop CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["shop.example.jp".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &rcgen::Issuer::from_params(&ca, &ca_key))
+        .unwrap();
+    let (self_signed, issued) = (dir.join("self-signed.pem"), dir.join("issued.pem"));
+    std::fs::write(&self_signed, ca_cert.pem()).unwrap();
+    std::fs::write(&issued, leaf.pem()).unwrap();
+
+    let base = std::fs::read_to_string(repo().join("deploy/policies/wordpress.toml")).unwrap();
+    let cert_line = base
+        .lines()
+        .find(|l| l.starts_with("tls_cert"))
+        .expect("wordpress.toml names tls_cert")
+        .to_owned();
+    let with_cert = |path: &Path| base.replace(&cert_line, &format!("tls_cert = \"{}\"", path.display()));
+    let file = dir.join("p.toml");
+    let f = file.to_str().unwrap();
+
+    std::fs::write(&file, with_cert(&self_signed)).unwrap();
+    let out = sekisho(&["policy", "lint", f]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("error[self-signed-certificate]") && t.contains("CN=Shop CA"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{f}:")) && t.contains("acme = {"),
+        "place and remedy: {t}"
+    );
+
+    // Marked as a demo (as `sekisho demo` writes it): a warning only.
+    std::fs::write(&file, format!("# sekisho:demo\n{}", with_cert(&self_signed))).unwrap();
+    let out = sekisho(&["policy", "lint", f]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("warning[self-signed-certificate]"),
+        "{}",
+        text(&out)
+    );
+
+    std::fs::write(&file, with_cert(&issued)).unwrap();
+    let out = sekisho(&["policy", "lint", "--deny-warnings", f]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -45,10 +45,10 @@ pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, Ses
 pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
 pub use limits::Limits;
-pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
+pub use lint::{FileFacts, Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint, lint_files};
 pub use model::{
-    Access, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, PublicUrl, Route, RouteId, Server,
-    SessionSettings, Smtp, SmtpTls, Upstream, User,
+    Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, PublicUrl, Route,
+    RouteId, Server, ServerCertificate, SessionSettings, Smtp, SmtpTls, Upstream, User,
 };
 pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
 pub use schema::json_schema;

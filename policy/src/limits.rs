@@ -44,6 +44,20 @@ pub struct Limits {
     /// How often the policy file is checked for changes (identity, then content hash), in
     /// addition to SIGHUP. Default 1s.
     pub policy_poll_interval: Duration,
+    /// An ACME certificate is renewed once this percentage of its lifetime (notBefore to
+    /// notAfter) has passed: 67 is two thirds (30 days left of Let's Encrypt's 90). 10 to 90.
+    pub acme_renew_percent: u8,
+    /// The wait after the first failed ACME attempt; each further failure doubles it, up to
+    /// `acme_retry_max`. The old certificate keeps serving meanwhile. Default 1m.
+    pub acme_retry_min: Duration,
+    /// The longest wait between failed ACME attempts. Default 6h (with 67 % of 90 days,
+    /// a failing CA still gets dozens of attempts before the certificate expires).
+    pub acme_retry_max: Duration,
+    /// Time one issuance may take, from the new order to the downloaded certificate
+    /// (challenge validation included). Default 5m.
+    pub acme_order_timeout: Duration,
+    /// Time one HTTP request to the ACME CA may take (connect, TLS, answer). Default 30s.
+    pub acme_request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +79,11 @@ impl Default for Limits {
             revocation_poll_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             policy_poll_interval: Duration::from_secs(1),
+            acme_renew_percent: 67,
+            acme_retry_min: Duration::from_secs(60),
+            acme_retry_max: Duration::from_secs(6 * 3600),
+            acme_order_timeout: Duration::from_secs(300),
+            acme_request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -166,6 +185,36 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         secs(3600),
         &mut l.policy_poll_interval,
     );
+
+    if let Some(n) = t
+        .integer(sink, "acme_renew_percent", 10, 90)
+        .and_then(|n| u8::try_from(n).ok())
+    {
+        l.acme_renew_percent = n;
+    }
+    duration(sink, "acme_retry_min", ms(100), secs(86_400), &mut l.acme_retry_min);
+    duration(sink, "acme_retry_max", ms(100), secs(7 * 86_400), &mut l.acme_retry_max);
+    duration(
+        sink,
+        "acme_order_timeout",
+        secs(1),
+        secs(3600),
+        &mut l.acme_order_timeout,
+    );
+    duration(
+        sink,
+        "acme_request_timeout",
+        ms(100),
+        secs(300),
+        &mut l.acme_request_timeout,
+    );
+    if l.acme_retry_min > l.acme_retry_max {
+        sink.error_help(
+            t.span_of("acme_retry_min"),
+            "`acme_retry_min` is longer than `acme_retry_max`",
+            "make acme_retry_min at most acme_retry_max",
+        );
+    }
 
     if l.max_connections_per_ip > l.max_connections {
         sink.error_help(

@@ -81,6 +81,8 @@ const MAX_TIMES: &[(&str, &str, u64)] = &[
     ("limits", "revocation_poll_interval", 300),
     ("limits", "policy_poll_interval", 60),
     ("limits", "shutdown_grace", 300),
+    ("limits", "acme_order_timeout", 1800),
+    ("limits", "acme_request_timeout", 120),
 ];
 
 /// Lints a valid policy. `text` must be the text `policy` was parsed from (for places and
@@ -128,6 +130,45 @@ pub fn lint(policy: &Policy, file_name: &str, text: &str) -> Vec<Finding> {
     l.found
         .sort_by(|a, b| (a.line, a.column, a.code).cmp(&(b.line, b.column, b.code)));
     l.found.dedup();
+    l.found
+}
+
+/// What the gateway learned by reading the files a policy names (this crate reads none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    /// `tls_cert`'s first certificate is self-signed (issuer equal to subject); the
+    /// subject, for the message.
+    pub tls_cert_self_signed: Option<String>,
+}
+
+/// A line starting with this marks a demonstration policy (`sekisho demo` writes it):
+/// its self-signed certificate is then a warning, not an error.
+pub const DEMO_MARKER: &str = "# sekisho:demo";
+
+/// Findings that need the files a policy names, from facts the gateway gathered: error
+/// `self-signed-certificate` when `tls_cert` is self-signed (browsers warn, staff learn to
+/// click through warnings); a warning in a policy marked [`DEMO_MARKER`]. A production
+/// policy takes a CA's certificate or `acme`.
+pub fn lint_files(file_name: &str, text: &str, facts: &FileFacts) -> Vec<Finding> {
+    let (root, _) = DeTable::parse_recoverable(text);
+    let mut l = Linter {
+        by_path: std::collections::HashMap::new(),
+        file: file_name,
+        text,
+        root: root.get_ref(),
+        found: Vec::new(),
+    };
+    if let Some(subject) = &facts.tls_cert_self_signed {
+        let span = l.span(&[S::K("server"), S::K("tls_cert")]);
+        let demo = text.lines().any(|line| line.starts_with(DEMO_MARKER));
+        l.push(
+            if demo { Severity::Warning } else { Severity::Error },
+            "self-signed-certificate",
+            span,
+            format!("`tls_cert` is self-signed ({subject}): browsers warn, and staff learn to click warnings away"),
+            "use a certificate from a CA, or let the gateway obtain one: `acme = { directory = \"https://acme-v02.api.letsencrypt.org/directory\", contact = \"mailto:…\" }`".into(),
+        );
+    }
     l.found
 }
 

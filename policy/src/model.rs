@@ -102,10 +102,12 @@ pub struct Server {
     pub listen: Vec<SocketAddr>,
     /// Host / SNI names served (lower-case ASCII DNS names, at least one); others get 421.
     pub hostnames: Vec<String>,
-    /// PEM certificate chain path.
-    pub tls_cert: String,
-    /// PEM private key path.
-    pub tls_key: String,
+    /// Where the server certificate comes from: files, or an ACME CA.
+    pub certificate: ServerCertificate,
+    /// Plain-HTTP listeners (`http_listen`): they answer ACME http-01 challenges and
+    /// redirect everything else to https. Empty: none. With `acme` and `challenge =
+    /// "http-01"` it defaults to `0.0.0.0:80`.
+    pub http_listen: Vec<SocketAddr>,
     /// CA whose certificates identify devices.
     pub device_ca: Option<String>,
     /// CRL for the device CA; see [`Server::device_crl_path`] for the default.
@@ -138,7 +140,56 @@ impl PublicUrl {
     }
 }
 
+/// The server certificate: `tls_cert` + `tls_key`, or `acme` (exactly one of the two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// PEM files named in the policy (paths as written).
+    Files { cert: String, key: String },
+    /// Obtained and renewed by the gateway from an ACME CA.
+    Acme(Acme),
+}
+
+/// `[server] acme = { directory = "…", contact = "mailto:…", challenge = "http-01" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The CA's directory URL (`https://…`).
+    pub directory: String,
+    /// Contact URIs for the account (`mailto:…`); may be empty.
+    pub contact: Vec<String>,
+    pub challenge: AcmeChallenge,
+    /// A PEM file of CA certificates to trust for the directory's own TLS (a private or test
+    /// CA); `None`: the system's roots.
+    pub directory_ca: Option<String>,
+}
+
+/// How the ACME CA is shown that we control the hostnames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token served over plain HTTP on port 80 (`http_listen`).
+    Http01,
+    /// A special certificate served on the TLS listener to ALPN `acme-tls/1`.
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    /// The policy (and RFC) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
 impl Server {
+    /// The ACME settings, when the certificate comes from ACME.
+    pub fn acme(&self) -> Option<&Acme> {
+        match &self.certificate {
+            ServerCertificate::Acme(a) => Some(a),
+            ServerCertificate::Files { .. } => None,
+        }
+    }
+
     /// The device CRL path: `device_crl` if set, else `device_ca` with a trailing `.pem`
     /// replaced by `.crl.pem` (or `.crl.pem` appended). `None` without a device CA.
     pub fn device_crl_path(&self) -> Option<String> {

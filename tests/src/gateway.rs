@@ -141,6 +141,34 @@ impl Gateway {
         Gateway::spawn(files.listen, policy_path, crl_path)
     }
 
+    /// Starts the binary on a policy file the test wrote itself, listening (TLS) on `addr`;
+    /// its `log_dir` must be `log` beside the file.
+    pub fn run_policy(addr: SocketAddr, policy_path: PathBuf) -> Gateway {
+        match Gateway::try_run_policy(addr, policy_path) {
+            Ok(g) => g,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    /// As [`Gateway::run_policy`], but a gateway that exits or is not ready in time is an
+    /// `Err` with its stderr (a caller that chose free ports may choose again when another
+    /// test took one of them meanwhile: the stderr then says `cannot listen`).
+    pub fn try_run_policy(addr: SocketAddr, policy_path: PathBuf) -> Result<Gateway, String> {
+        let crl_path = policy_path.with_file_name("device-ca.crl.pem");
+        let (child, stderr) = spawn_run(&policy_path);
+        let watchdog = watchdog(child.id());
+        let mut gateway = Gateway {
+            addr,
+            policy_path,
+            crl_path,
+            stderr,
+            child,
+            _watchdog: watchdog,
+        };
+        gateway.try_wait_ready()?;
+        Ok(gateway)
+    }
+
     fn spawn(addr: SocketAddr, policy_path: PathBuf, crl_path: PathBuf) -> Gateway {
         let (child, stderr) = spawn_run(&policy_path);
         let watchdog = watchdog(child.id());
@@ -152,28 +180,30 @@ impl Gateway {
             child,
             _watchdog: watchdog,
         };
-        gateway.wait_ready();
+        if let Err(why) = gateway.try_wait_ready() {
+            panic!("{why}");
+        }
         gateway
     }
 
-    fn wait_ready(&mut self) {
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if self.stderr_lines().iter().any(|l| l.contains(READY_LINE)) {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "sekisho exited ({status}) before `{READY_LINE}`; policy:\n{}\nstderr:\n{}",
                     std::fs::read_to_string(&self.policy_path).unwrap_or_default(),
                     self.stderr_text()
-                );
+                ));
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "sekisho did not print `{READY_LINE}` within {READY_TIMEOUT:?}; stderr:\n{}",
                     self.stderr_text()
-                );
+                ));
             }
             std::thread::sleep(crate::eventually::POLL_INTERVAL);
         }

@@ -10,6 +10,7 @@
 //! - [`oracle`] is the corpus's paranoid canonicaliser; [`corpus`] loads and judges the
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
+//! - [`pebble`] runs Debian's pebble, a real ACME CA, on loopback.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
@@ -30,6 +31,7 @@ pub mod gateway;
 pub mod h2raw;
 pub mod login;
 pub mod oracle;
+pub mod pebble;
 pub mod pki;
 pub mod policy;
 pub mod ports;

@@ -74,6 +74,9 @@ pub struct Status {
     pub audit_dir: String,
     pub audit_writable: bool,
     pub audit_last_seq: Option<u64>,
+    /// The ACME certificate's state, when the policy uses `acme`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<crate::acme::AcmeStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -124,12 +127,20 @@ pub fn status(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
         generation: active.generation,
         activated: active.activated,
         crl,
-        server_cert_not_after: active.tls.server_not_after,
+        server_cert_not_after: active
+            .tls
+            .server_not_after
+            .or_else(|| gw.acme.current().map(|c| c.not_after)),
         connections: gw.conns.total(),
         sessions: auth.count_sessions(&active.policy).ok(),
         audit_dir: gw.audit.dir().display().to_string(),
         audit_writable: audit.writable,
         audit_last_seq: audit.last_seq,
+        acme: active
+            .policy
+            .server
+            .acme()
+            .map(|a| gw.acme.status(a, &active.policy.limits)),
     };
     Reply {
         ok: true,

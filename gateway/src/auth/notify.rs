@@ -56,6 +56,13 @@ pub enum Notice {
         trigger: &'static str,
         error: String,
     },
+    /// An ACME certificate could not be obtained or renewed; the current one (valid until
+    /// `serving_until`, if any) keeps serving. Admin only.
+    AcmeFailed {
+        error: String,
+        failures: u32,
+        serving_until: Option<i64>,
+    },
 }
 
 impl Notice {
@@ -69,7 +76,7 @@ impl Notice {
             | Notice::UserDisabled { user }
             | Notice::InvitationUsed { user, .. }
             | Notice::CounterRegression { user } => user,
-            Notice::PolicyRejected { .. } => "",
+            Notice::PolicyRejected { .. } | Notice::AcmeFailed { .. } => "",
         }
     }
 
@@ -85,6 +92,7 @@ impl Notice {
             Notice::InvitationUsed { .. } => "invitation_used",
             Notice::CounterRegression { .. } => "counter_regression",
             Notice::PolicyRejected { .. } => "policy_rejected",
+            Notice::AcmeFailed { .. } => "acme_failed",
         }
     }
 
@@ -111,6 +119,20 @@ impl Notice {
                 "A new policy was refused ({trigger}); the previous policy keeps serving. First problems: {}",
                 clip(error)
             ),
+            Notice::AcmeFailed {
+                error,
+                failures,
+                serving_until,
+            } => match serving_until {
+                Some(t) => format!(
+                    "The server certificate could not be renewed ({failures} failed attempt(s)); the current one keeps serving until {t} (unix time). {}",
+                    clip(error)
+                ),
+                None => format!(
+                    "The server certificate could not be obtained ({failures} failed attempt(s)); TLS serves nothing until it is. {}",
+                    clip(error)
+                ),
+            },
         }
     }
 
@@ -138,6 +160,18 @@ impl Notice {
             Notice::PolicyRejected { trigger, .. } => {
                 format!("新しいポリシーは拒否されました（{trigger}）。以前のポリシーで運用を続けています。")
             }
+            Notice::AcmeFailed {
+                failures,
+                serving_until,
+                ..
+            } => match serving_until {
+                Some(t) => format!(
+                    "サーバ証明書を更新できませんでした（{failures} 回失敗）。現在の証明書で {t}（UNIX 時刻）まで運用を続けます。"
+                ),
+                None => format!(
+                    "サーバ証明書を取得できませんでした（{failures} 回失敗）。取得できるまで TLS は応答しません。"
+                ),
+            },
         }
     }
 }

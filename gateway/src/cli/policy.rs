@@ -123,7 +123,10 @@ fn policy_lint(files: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCod
             errors += 1;
             continue;
         };
-        for f in sekisho_policy::lint(&policy, &file.display().to_string(), &text) {
+        let display = file.display().to_string();
+        let mut findings = sekisho_policy::lint(&policy, &display, &text);
+        findings.extend(sekisho_policy::lint_files(&display, &text, &file_facts(&policy)));
+        for f in findings {
             match f.severity {
                 Severity::Error => errors += 1,
                 Severity::Warning => warnings += 1,
@@ -134,6 +137,19 @@ fn policy_lint(files: &[PathBuf], deny_warnings: bool) -> anyhow::Result<ExitCod
     println!("lint: {errors} error(s), {warnings} warning(s)");
     let fail = errors > 0 || (deny_warnings && warnings > 0);
     Ok(if fail { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// What lint needs from the files a policy names. A file that cannot be read here (a policy
+/// repository's CI without the host's certificates) yields no fact, hence no finding.
+/// Paths are read as the gateway reads them (relative to the working directory).
+fn file_facts(policy: &Policy) -> sekisho_policy::FileFacts {
+    let mut facts = sekisho_policy::FileFacts::default();
+    if let sekisho_policy::ServerCertificate::Files { cert, .. } = &policy.server.certificate
+        && let Ok(pem) = std::fs::read(cert)
+    {
+        facts.tls_cert_self_signed = crate::tls::self_signed_subject(&pem);
+    }
+    facts
 }
 
 fn policy_test(file: &Path, side: Option<&Path>) -> anyhow::Result<ExitCode> {

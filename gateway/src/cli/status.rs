@@ -111,6 +111,43 @@ fn render(s: &Status) -> (String, Vec<String>) {
             let _ = writeln!(out, "server cert     notAfter {} ({})", when(t), relative(t, s.now));
         }
     }
+    if let Some(a) = &s.acme {
+        match (&a.serial, a.renew_at) {
+            (Some(serial), Some(renew)) => {
+                let _ = writeln!(
+                    out,
+                    "acme            {} via {}; serial {serial}, renewal due {} ({})",
+                    a.directory,
+                    a.challenge,
+                    when(renew),
+                    relative(renew, s.now)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "acme            {} via {}; no certificate yet",
+                    a.directory, a.challenge
+                );
+                attention.push("no ACME certificate yet: TLS serves nothing until one is obtained".to_owned());
+            }
+        }
+        if let (Some(error), true) = (&a.last_error, a.failures > 0) {
+            let at = a.last_error_at.map_or_else(|| "?".to_owned(), when);
+            let next = a
+                .next_attempt
+                .map_or_else(|| "?".to_owned(), |t| format!("{} ({})", when(t), relative(t, s.now)));
+            let _ = writeln!(
+                out,
+                "  ACME FAILING  {} failure(s), last {at}: {error}; next attempt {next}",
+                a.failures
+            );
+            attention.push(format!(
+                "the ACME certificate could not be obtained or renewed ({} failure(s)): {error}",
+                a.failures
+            ));
+        }
+    }
     let _ = writeln!(out, "connections     {} open", s.connections);
     match s.sessions {
         Some(n) => {
@@ -214,6 +251,7 @@ mod tests {
             audit_dir: "/var/log/sekisho".into(),
             audit_writable: true,
             audit_last_seq: Some(41),
+            acme: None,
         }
     }
 
@@ -243,6 +281,29 @@ mod tests {
         assert!(attention[0].contains("device CRL expires within 30 days"));
         assert!(attention[1].contains("server certificate has expired"));
         assert!(attention[2].contains("audit log"));
+    }
+
+    #[test]
+    fn a_failing_acme_renewal_needs_attention() {
+        let now = 1_700_000_000;
+        let mut s = healthy(now);
+        s.acme = Some(crate::acme::AcmeStatus {
+            directory: "https://ca.example/dir".into(),
+            challenge: "http-01".into(),
+            serial: Some("0a1b".into()),
+            not_after: Some(now + 60 * DAY),
+            renew_at: Some(now - DAY),
+            installed_at: Some(now - 30 * DAY),
+            failures: 2,
+            last_error: Some("new order: connection refused".into()),
+            last_error_at: Some(now - 60),
+            next_attempt: Some(now + 120),
+        });
+        let (out, attention) = render(&s);
+        assert!(out.contains("serial 0a1b"), "{out}");
+        assert!(out.contains("ACME FAILING  2 failure(s)"), "{out}");
+        assert_eq!(attention.len(), 1, "{attention:?}");
+        assert!(attention[0].contains("connection refused"), "{attention:?}");
     }
 
     #[test]

@@ -10,6 +10,12 @@ fuzz_target!(|data: &[u8]| {
         for f in sekisho_policy::lint(&policy, "fuzz.toml", text) {
             assert!(f.line >= 1 && f.line <= text.lines().count() + 1);
         }
+        let facts = sekisho_policy::FileFacts {
+            tls_cert_self_signed: Some("CN=fuzz".into()),
+        };
+        for f in sekisho_policy::lint_files("fuzz.toml", text, &facts) {
+            assert!(f.line >= 1 && f.line <= text.lines().count() + 1);
+        }
         if let Ok(tests) = sekisho_policy::read_tests("fuzz.toml", text, false) {
             let _ = sekisho_policy::run_tests(&policy, &tests);
         }

@@ -97,11 +97,25 @@ pub(crate) const SERVER: &[Key] = &[
         Kind::StringList,
         "Host / SNI names served; others get 421.",
     ),
-    key("tls_cert", Kind::String, "PEM certificate chain file."),
+    key(
+        "tls_cert",
+        Kind::String,
+        "PEM certificate chain file (or `acme` instead).",
+    ),
     key(
         "tls_key",
         Kind::String,
         "PEM private key file (the key stays in the file).",
+    ),
+    key(
+        "acme",
+        Kind::Inline(ACME),
+        "Certificates obtained and renewed from an ACME CA, instead of tls_cert/tls_key.",
+    ),
+    key(
+        "http_listen",
+        Kind::StringList,
+        "Plain-HTTP listeners: ACME http-01 answers, everything else redirected to https (default with http-01: \"0.0.0.0:80\").",
     ),
     key("device_ca", Kind::String, "CA whose certificates identify devices."),
     key(
@@ -127,6 +141,32 @@ pub(crate) const SERVER: &[Key] = &[
     ),
     key("state_dir", Kind::String, "Sessions, enrolments and counters."),
     key("log_dir", Kind::String, "The signed audit log."),
+];
+
+/// The ACME challenge types, in the policy's (and RFC 8555/8737's) spelling.
+pub(crate) const ACME_CHALLENGES: &[&str] = &["http-01", "tls-alpn-01"];
+
+pub(crate) const ACME: &[Key] = &[
+    key(
+        "directory",
+        Kind::String,
+        "The ACME directory URL (https://), e.g. Let's Encrypt's.",
+    ),
+    key(
+        "contact",
+        Kind::String,
+        "Account contact, \"mailto:admin@example.jp\" (the CA's expiry warnings go there).",
+    ),
+    key(
+        "challenge",
+        Kind::OneOf(ACME_CHALLENGES),
+        "http-01 (port 80, `http_listen`) or tls-alpn-01 (the TLS listener). Default http-01.",
+    ),
+    key(
+        "directory_ca",
+        Kind::String,
+        "PEM CA certificates trusted for the directory's TLS (a private or test CA); default: the system's roots.",
+    ),
 ];
 
 pub(crate) const SESSION: &[Key] = &[
@@ -261,6 +301,31 @@ pub(crate) const LIMITS: &[Key] = &[
         "policy_poll_interval",
         Kind::Duration,
         "How often the policy file is checked for changes.",
+    ),
+    key(
+        "acme_renew_percent",
+        Kind::Integer(10, 90),
+        "Renew an ACME certificate when this percentage of its lifetime has passed (default 67).",
+    ),
+    key(
+        "acme_retry_min",
+        Kind::Duration,
+        "First wait after a failed ACME attempt; doubled per failure.",
+    ),
+    key(
+        "acme_retry_max",
+        Kind::Duration,
+        "Longest wait between failed ACME attempts.",
+    ),
+    key(
+        "acme_order_timeout",
+        Kind::Duration,
+        "Time one ACME issuance (order, challenges, certificate) may take.",
+    ),
+    key(
+        "acme_request_timeout",
+        Kind::Duration,
+        "Time one request to the ACME CA may take.",
     ),
 ];
 

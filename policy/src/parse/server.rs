@@ -4,7 +4,8 @@
 use super::diagnostic::Sink;
 use super::values;
 use super::walk::Table;
-use crate::model::{ClientCertMode, PublicUrl, Server};
+use crate::model::{Acme, AcmeChallenge, ClientCertMode, PublicUrl, Server, ServerCertificate};
+use std::net::SocketAddr;
 
 /// A server value used only to keep walking after `[server]` was missing; `parse` never
 /// returns it because the missing table is an error.
@@ -12,8 +13,11 @@ pub(super) fn placeholder() -> Server {
     Server {
         listen: Vec::new(),
         hostnames: Vec::new(),
-        tls_cert: String::new(),
-        tls_key: String::new(),
+        certificate: ServerCertificate::Files {
+            cert: String::new(),
+            key: String::new(),
+        },
+        http_listen: Vec::new(),
         device_ca: None,
         device_crl: None,
         client_certificates: ClientCertMode::Off,
@@ -75,14 +79,6 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
         }
     }
 
-    let tls_cert = t
-        .required_string(sink, "tls_cert", "add `tls_cert = \"/etc/sekisho/tls/cert.pem\"`")
-        .map(|s| s.value)
-        .unwrap_or_default();
-    let tls_key = t
-        .required_string(sink, "tls_key", "add `tls_key = \"/etc/sekisho/tls/key.pem\"`")
-        .map(|s| s.value)
-        .unwrap_or_default();
     let optional_path = |sink: &mut Sink<'_>, key: &str| {
         let s = t.string(sink, key)?;
         if s.value.is_empty() {
@@ -104,6 +100,8 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
             "add `device_ca`, or remove `device_crl`",
         );
     }
+
+    let certificate = read_certificate(sink, t);
 
     let client_certificates = match t.string(sink, "client_certificates") {
         None if device_ca.is_some() => ClientCertMode::Request,
@@ -133,6 +131,21 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
         }
     };
 
+    if let (ServerCertificate::Acme(acme), ClientCertMode::Require) = (&certificate, client_certificates)
+        && acme.challenge == AcmeChallenge::TlsAlpn01
+    {
+        // The CA's validation connects without a device certificate; a `require` listener
+        // refuses such handshakes before the ALPN could be looked at.
+        let span = t.table.get("acme").map_or_else(|| t.span.clone(), |a| a.span());
+        sink.error_help(
+            span,
+            "`challenge = \"tls-alpn-01\"` cannot be answered with `client_certificates = \"require\"`",
+            "use `challenge = \"http-01\"` (with `http_listen`), or `client_certificates = \"request\"`",
+        );
+    }
+
+    let http_listen = read_http_listen(sink, t, &listen, &certificate);
+
     let mut trusted_proxies = Vec::new();
     for s in t.string_list(sink, "trusted_proxies").unwrap_or_default() {
         match values::net(&s.value) {
@@ -159,8 +172,8 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
     Server {
         listen,
         hostnames,
-        tls_cert,
-        tls_key,
+        certificate,
+        http_listen,
         device_ca,
         device_crl,
         client_certificates,
@@ -210,4 +223,164 @@ fn public_url(text: &str, hostnames: &[String]) -> Result<PublicUrl, (String, St
         host: host.to_owned(),
         port,
     })
+}
+
+/// `tls_cert` + `tls_key`, or `acme`: exactly one of the two.
+fn read_certificate(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> ServerCertificate {
+    let has = |k: &str| t.table.get(k).is_some();
+    if has("acme") {
+        if has("tls_cert") || has("tls_key") {
+            let key = if has("tls_cert") { "tls_cert" } else { "tls_key" };
+            sink.error_help(
+                t.span_of(key),
+                format!("`{key}` and `acme` are both given; the certificate comes from one of them"),
+                "remove `tls_cert` and `tls_key` to have the certificate issued by ACME, or remove `acme`",
+            );
+        }
+        let acme = t.table(sink, "acme", "[server] acme").map(|a| read_acme(sink, &a));
+        return match acme {
+            Some(a) => ServerCertificate::Acme(a),
+            None => ServerCertificate::Files {
+                cert: String::new(),
+                key: String::new(),
+            },
+        };
+    }
+    if !has("tls_cert") && !has("tls_key") {
+        sink.error_help(
+            t.span.clone(),
+            "[server] names no certificate",
+            "add `tls_cert` and `tls_key` (PEM files), or `acme = { directory = \"https://…/directory\", contact = \"mailto:…\" }`",
+        );
+        return ServerCertificate::Files {
+            cert: String::new(),
+            key: String::new(),
+        };
+    }
+    let cert = t
+        .required_string(sink, "tls_cert", "add `tls_cert = \"/etc/sekisho/tls/cert.pem\"`")
+        .map(|s| s.value)
+        .unwrap_or_default();
+    let key = t
+        .required_string(sink, "tls_key", "add `tls_key = \"/etc/sekisho/tls/key.pem\"`")
+        .map(|s| s.value)
+        .unwrap_or_default();
+    ServerCertificate::Files { cert, key }
+}
+
+fn read_acme(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Acme {
+    t.check_keys(sink, super::keys::ACME);
+    let directory = t
+        .required_string(
+            sink,
+            "directory",
+            "add `directory = \"https://acme-v02.api.letsencrypt.org/directory\"`",
+        )
+        .map(|s| {
+            if !directory_url_ok(&s.value) {
+                sink.error_help(
+                    s.span.clone(),
+                    format!("`directory` = \"{}\" is not an https:// URL", s.value.escape_debug()),
+                    "write the CA's directory URL, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"",
+                );
+            }
+            s.value
+        })
+        .unwrap_or_default();
+    let mut contact = Vec::new();
+    if let Some(s) = t.string(sink, "contact") {
+        let ok = s.value.strip_prefix("mailto:").is_some_and(|addr| {
+            addr.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        }) && !s.value.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',');
+        if ok {
+            contact.push(s.value);
+        } else {
+            sink.error_help(
+                s.span,
+                format!("`contact` = \"{}\" is not a mailto: address", s.value.escape_debug()),
+                "write `contact = \"mailto:admin@example.jp\"`",
+            );
+        }
+    }
+    let challenge = match t.string(sink, "challenge") {
+        None => AcmeChallenge::Http01,
+        Some(s) => match s.value.as_str() {
+            "http-01" => AcmeChallenge::Http01,
+            "tls-alpn-01" => AcmeChallenge::TlsAlpn01,
+            other => {
+                sink.error_help(
+                    s.span,
+                    format!("`challenge` = \"{}\" is not a challenge type", other.escape_debug()),
+                    "write \"http-01\" or \"tls-alpn-01\"",
+                );
+                AcmeChallenge::Http01
+            }
+        },
+    };
+    let directory_ca = match t.string(sink, "directory_ca") {
+        Some(s) if s.value.is_empty() => {
+            sink.error_help(
+                s.span,
+                "`directory_ca` is empty",
+                "remove `directory_ca` or name a PEM file",
+            );
+            None
+        }
+        other => other.map(|s| s.value),
+    };
+    Acme {
+        directory,
+        contact,
+        challenge,
+        directory_ca,
+    }
+}
+
+/// `https://host[:port]/…` with a non-empty host and no whitespace.
+fn directory_url_ok(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    !host.is_empty() && !host.starts_with(':') && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// `http_listen`: plain-HTTP addresses, none shared with `listen`. With http-01 and no
+/// `http_listen`, `0.0.0.0:80` (the port the CA connects to).
+fn read_http_listen(
+    sink: &mut Sink<'_>,
+    t: &Table<'_, '_>,
+    listen: &[SocketAddr],
+    certificate: &ServerCertificate,
+) -> Vec<SocketAddr> {
+    let http01 = matches!(certificate, ServerCertificate::Acme(a) if a.challenge == AcmeChallenge::Http01);
+    let Some(items) = t.string_list(sink, "http_listen") else {
+        if http01 && t.table.get("http_listen").is_none() {
+            return vec![SocketAddr::from(([0, 0, 0, 0], 80))];
+        }
+        return Vec::new();
+    };
+    if items.is_empty() && http01 {
+        sink.error_help(
+            t.span_of("http_listen"),
+            "`http_listen` is empty but the ACME challenge is http-01",
+            "add `http_listen = [\"0.0.0.0:80\"]` (the CA connects to port 80), or use `challenge = \"tls-alpn-01\"`",
+        );
+    }
+    let mut out = Vec::new();
+    for s in items {
+        match super::values::socket_addr(&s.value) {
+            Ok(a) if out.contains(&a) => sink.error_help(s.span, format!("`{a}` is listed twice"), "remove one"),
+            Ok(a) if listen.contains(&a) => sink.error_help(
+                s.span,
+                format!("`{a}` is in both `listen` and `http_listen`"),
+                "plain HTTP and TLS need different ports: use port 80 here",
+            ),
+            Ok(a) => out.push(a),
+            Err(b) => sink.error_help(s.span, b.message, b.help),
+        }
+    }
+    out
 }

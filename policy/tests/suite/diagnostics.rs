@@ -695,3 +695,128 @@ fn notify_table_problems() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// BASE with `tls_cert`/`tls_key` replaced by `acme = { … }` (written as given).
+fn acme(table: &str) -> String {
+    BASE.replace(
+        "tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
+        &format!("acme = {table}"),
+    )
+}
+
+#[test]
+fn acme_is_read_with_defaults() {
+    let p = parse(
+        "p.toml",
+        &acme(r#"{ directory = "https://ca.example/dir", contact = "mailto:ops@example.jp" }"#),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let a = p.server.acme().expect("acme settings");
+    assert_eq!(a.directory, "https://ca.example/dir");
+    assert_eq!(a.contact, ["mailto:ops@example.jp"]);
+    assert_eq!(a.challenge, sekisho_policy::AcmeChallenge::Http01);
+    assert_eq!(a.directory_ca, None);
+    // http-01 needs port 80: the default plain listener.
+    assert_eq!(p.server.http_listen, ["0.0.0.0:80".parse().unwrap()]);
+
+    let p = parse(
+        "p.toml",
+        &acme(r#"{ directory = "https://127.0.0.1:14000/dir", challenge = "tls-alpn-01", directory_ca = "/ca.pem" }"#),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let a = p.server.acme().expect("acme settings");
+    assert_eq!(a.challenge, sekisho_policy::AcmeChallenge::TlsAlpn01);
+    assert_eq!(a.directory_ca.as_deref(), Some("/ca.pem"));
+    assert!(p.server.http_listen.is_empty(), "tls-alpn-01 needs no plain listener");
+
+    let p = parse(
+        "p.toml",
+        &acme(r#"{ directory = "https://ca.example/dir" }"#).replace(
+            "client_certificates",
+            "http_listen = [\"127.0.0.1:8080\"]\nclient_certificates",
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.server.http_listen, ["127.0.0.1:8080".parse().unwrap()]);
+}
+
+#[test]
+fn acme_problems() {
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "no certificate at all",
+            BASE.replace("tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n", ""),
+            &["p.toml:3:1: error: [server] names no certificate|help: add `tls_cert` and `tls_key`|or `acme = {"],
+        ),
+        (
+            "both files and acme",
+            BASE.replace(
+                "tls_key = \"/k.pem\"",
+                "tls_key = \"/k.pem\"\nacme = { directory = \"https://ca.example/dir\" }",
+            ),
+            &["p.toml:6:12: error: `tls_cert` and `acme` are both given|help: remove `tls_cert` and `tls_key`"],
+        ),
+        (
+            "directory not https",
+            acme(r#"{ directory = "http://ca.example/dir" }"#),
+            &["p.toml:6:22: error: `directory` = \"http://ca.example/dir\" is not an https:// URL"],
+        ),
+        (
+            "directory missing",
+            acme(r#"{ contact = "mailto:a@b.jp" }"#),
+            &["missing key `directory` in [server] acme|help: add `directory = \"https://"],
+        ),
+        (
+            "contact not mailto",
+            acme(r#"{ directory = "https://ca.example/dir", contact = "ops@example.jp" }"#),
+            &["`contact` = \"ops@example.jp\" is not a mailto: address|help: write `contact = \"mailto:"],
+        ),
+        (
+            "unknown challenge",
+            acme(r#"{ directory = "https://ca.example/dir", challenge = "dns-01" }"#),
+            &["`challenge` = \"dns-01\" is not a challenge type|help: write \"http-01\" or \"tls-alpn-01\""],
+        ),
+        (
+            "unknown acme key",
+            acme(r#"{ directory = "https://ca.example/dir", contacts = "mailto:a@b.jp" }"#),
+            &["unknown key `contacts` in [server] acme|did you mean `contact`?"],
+        ),
+        (
+            "tls-alpn-01 with require",
+            acme(r#"{ directory = "https://ca.example/dir", challenge = "tls-alpn-01" }"#)
+                .replace("client_certificates = \"request\"", "client_certificates = \"require\""),
+            &[
+                "p.toml:6:8: error: `challenge = \"tls-alpn-01\"` cannot be answered with `client_certificates = \"require\"`|help: use `challenge = \"http-01\"`",
+            ],
+        ),
+        (
+            "http-01 with an empty http_listen",
+            acme(r#"{ directory = "https://ca.example/dir" }"#)
+                .replace("client_certificates", "http_listen = []\nclient_certificates"),
+            &["`http_listen` is empty but the ACME challenge is http-01"],
+        ),
+        (
+            "http_listen on the TLS port",
+            acme(r#"{ directory = "https://ca.example/dir" }"#).replace(
+                "client_certificates",
+                "http_listen = [\"127.0.0.1:8443\"]\nclient_certificates",
+            ),
+            &["`127.0.0.1:8443` is in both `listen` and `http_listen`"],
+        ),
+        (
+            "retry bounds crossed",
+            with("[limits]\nacme_retry_min = \"2h\"\nacme_retry_max = \"1h\""),
+            &["`acme_retry_min` is longer than `acme_retry_max`"],
+        ),
+        (
+            "renew percent out of range",
+            with("[limits]\nacme_renew_percent = 95"),
+            &["`acme_renew_percent` is out of range|use an integer from 10 to 90"],
+        ),
+    ];
+    for (name, input, expected) in cases {
+        if let Err(why) = try_check(input, expected) {
+            panic!("case {name:?}: {why}");
+        }
+    }
+}

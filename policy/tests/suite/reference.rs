@@ -21,8 +21,14 @@ fn reference_policy_parses_with_every_meaning() {
         ]
     );
     assert_eq!(s.hostnames, ["shop.example.jp"]);
-    assert_eq!(s.tls_cert, "/etc/sekisho/tls/cert.pem");
-    assert_eq!(s.tls_key, "/etc/sekisho/tls/key.pem");
+    assert_eq!(
+        s.certificate,
+        sekisho_policy::ServerCertificate::Files {
+            cert: "/etc/sekisho/tls/cert.pem".into(),
+            key: "/etc/sekisho/tls/key.pem".into()
+        }
+    );
+    assert!(s.http_listen.is_empty());
     assert_eq!(s.device_ca.as_deref(), Some("/etc/sekisho/device-ca.pem"));
     assert_eq!(s.device_crl, None);
     assert_eq!(s.device_crl_path().as_deref(), Some("/etc/sekisho/device-ca.crl.pem"));
