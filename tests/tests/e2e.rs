@@ -15,7 +15,6 @@ use sekisho_tests::contexts::{ADMIN_HOST, ADMIN_IP, Context, OUTSIDER_IP, PROXY_
 use sekisho_tests::h2raw;
 use sekisho_tests::pki::{Credential, DeviceKind};
 use sekisho_tests::policy::Route;
-use sekisho_tests::ports;
 
 /// A GET for `path` on the admin host, with extra header lines.
 fn get(path: &str, extra: &str) -> Vec<u8> {
@@ -426,7 +425,13 @@ async fn the_login_prefix_is_never_forwarded() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_gives_a_bare_502() {
-    let dead_port = ports::free_port();
+    // A port bound but never listening: connections are refused, and no other test (or
+    // process) can take the port while this socket holds it.
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    holder
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let dead_port = holder.local_addr().unwrap().as_socket().unwrap().port();
     let stack = Stack::start(Context::A, |mut spec| {
         spec.upstreams[0].1 = format!("http://127.0.0.1:{dead_port}");
         spec
