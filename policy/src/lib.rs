@@ -47,8 +47,8 @@ pub use duration::parse_duration;
 pub use limits::Limits;
 pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
 pub use model::{
-    Access, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, Route, RouteId, Server, SessionSettings,
-    Smtp, SmtpTls, Upstream, User,
+    Access, ClientCertMode, Factor, LockoutSettings, MetricsListen, NotifySettings, Policy, Route, RouteId, Server,
+    SessionSettings, Smtp, SmtpTls, Upstream, User,
 };
 pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
 pub use schema::json_schema;

@@ -44,6 +44,32 @@ pub struct Limits {
     /// How often the policy file is checked for changes (identity, then content hash), in
     /// addition to SIGHUP. Default 1s.
     pub policy_poll_interval: Duration,
+    /// Denials from one client address (refusals the pipeline records: 400, 403, 404, 405,
+    /// 408, 413, 414, 421, 431 and failed or refused logins; never 401/302 to the login, 429
+    /// or 5xx) within `ban_window` that ban the address for `ban_duration`. 0 disables
+    /// bans. Default 30.
+    pub ban_after_denials: u32,
+    /// The sliding window denials are counted in. Default 60s.
+    pub ban_window: Duration,
+    /// How long a ban lasts; a ban that follows another within `ban_duration` of its end
+    /// lasts twice as long as the one before (up to 32×). Default 5m.
+    pub ban_duration: Duration,
+    /// Client addresses tracked at once for bans and rate limits (IPv6 by /64). A full
+    /// table forgets the least recently seen unbanned address first; it never grows.
+    /// Default 10000.
+    pub max_tracked_addresses: usize,
+    /// POSTs to the gateway's own pages (`/.sekisho/`: logins, invitations, enrolment) per
+    /// minute and client address; more get 429. 0 disables. Default 30.
+    pub login_rate_per_minute: u32,
+    /// How many of those POSTs may come at once before the rate applies. Default 10.
+    pub login_burst: u32,
+    /// Requests of any kind per second and client address; more get 429. 0 (the default)
+    /// disables: the connection caps already bound what one address holds open, and a
+    /// busy NAT or a benchmark would meet a default rate first.
+    pub request_rate_per_second: u32,
+    /// How many requests may come at once before `request_rate_per_second` applies.
+    /// Default 200.
+    pub request_burst: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +91,14 @@ impl Default for Limits {
             revocation_poll_interval: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             policy_poll_interval: Duration::from_secs(1),
+            ban_after_denials: 30,
+            ban_window: Duration::from_secs(60),
+            ban_duration: Duration::from_secs(300),
+            max_tracked_addresses: 10_000,
+            login_rate_per_minute: 30,
+            login_burst: 10,
+            request_rate_per_second: 0,
+            request_burst: 200,
         }
     }
 }
@@ -106,6 +140,29 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         10_000,
         &mut l.upstream_idle_pool_per_host,
     );
+    size(
+        sink,
+        "max_tracked_addresses",
+        16,
+        1_000_000,
+        &mut l.max_tracked_addresses,
+    );
+    let count = |sink: &mut Sink<'_>, key: &str, min: u64, max: u64, into: &mut u32| {
+        if let Some(n) = t.integer(sink, key, min, max).and_then(|n| u32::try_from(n).ok()) {
+            *into = n;
+        }
+    };
+    count(sink, "ban_after_denials", 0, 100_000, &mut l.ban_after_denials);
+    count(sink, "login_rate_per_minute", 0, 100_000, &mut l.login_rate_per_minute);
+    count(sink, "login_burst", 1, 100_000, &mut l.login_burst);
+    count(
+        sink,
+        "request_rate_per_second",
+        0,
+        1_000_000,
+        &mut l.request_rate_per_second,
+    );
+    count(sink, "request_burst", 1, 1_000_000, &mut l.request_burst);
     if let Some(n) = t.integer(sink, "max_body_bytes", 1, 64 * 1024 * MIB) {
         l.max_body_bytes = n;
     }
@@ -159,6 +216,8 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         &mut l.revocation_poll_interval,
     );
     duration(sink, "shutdown_grace", ms(1), secs(3600), &mut l.shutdown_grace);
+    duration(sink, "ban_window", secs(1), secs(86_400), &mut l.ban_window);
+    duration(sink, "ban_duration", secs(1), secs(7 * 86_400), &mut l.ban_duration);
     duration(
         sink,
         "policy_poll_interval",

@@ -115,6 +115,18 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     pub state_dir: String,
     pub log_dir: String,
+    /// Where Prometheus metrics are served, if anywhere: loopback or a Unix socket only.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// The metrics listener: never reachable from the network by construction (the parser
+/// refuses any address that is not loopback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback socket address (`127.0.0.1:9901`, `[::1]:9901`).
+    Tcp(SocketAddr),
+    /// An absolute path of a Unix socket.
+    Unix(String),
 }
 
 impl Server {

@@ -4,7 +4,7 @@
 use super::diagnostic::Sink;
 use super::values;
 use super::walk::Table;
-use crate::model::{ClientCertMode, Server};
+use crate::model::{ClientCertMode, MetricsListen, Server};
 
 /// A server value used only to keep walking after `[server]` was missing; `parse` never
 /// returns it because the missing table is an error.
@@ -20,6 +20,7 @@ pub(super) fn placeholder() -> Server {
         trusted_proxies: Vec::new(),
         state_dir: String::new(),
         log_dir: String::new(),
+        metrics: None,
     }
 }
 
@@ -145,7 +146,18 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
     let state_dir = dir(sink, "state_dir", "/var/lib/sekisho");
     let log_dir = dir(sink, "log_dir", "/var/log/sekisho");
 
+    let metrics = t
+        .string(sink, "metrics")
+        .and_then(|s| match metrics_listen(&s.value, &listen) {
+            Ok(m) => Some(m),
+            Err(b) => {
+                sink.error_help(s.span, b.message, b.help);
+                None
+            }
+        });
+
     Server {
+        metrics,
         listen,
         hostnames,
         tls_cert,
@@ -157,4 +169,37 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
         state_dir,
         log_dir,
     }
+}
+
+/// `metrics = "127.0.0.1:9901"` or `"/run/sekisho/metrics.sock"`: loopback or a Unix
+/// socket, never an address other hosts can reach, and not one of the TLS listeners.
+fn metrics_listen(value: &str, listen: &[std::net::SocketAddr]) -> Result<MetricsListen, values::Bad> {
+    let help = "metrics are for this host only: write \"127.0.0.1:9901\", \"[::1]:9901\" or a Unix socket path such as \"/run/sekisho/metrics.sock\"";
+    if value.starts_with('/') {
+        return Ok(MetricsListen::Unix(value.to_owned()));
+    }
+    let addr = values::socket_addr(value).map_err(|_| {
+        values::bad(
+            format!(
+                "`metrics` = \"{}\" is neither a socket address nor an absolute path",
+                value.escape_debug()
+            ),
+            help,
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(values::bad(
+            format!(
+                "`metrics` = \"{addr}\" is not a loopback address: anyone who can reach it would read the gateway's counters"
+            ),
+            help,
+        ));
+    }
+    if listen.contains(&addr) {
+        return Err(values::bad(
+            format!("`metrics` = \"{addr}\" is also in `listen`"),
+            "give metrics a port of its own",
+        ));
+    }
+    Ok(MetricsListen::Tcp(addr))
 }
