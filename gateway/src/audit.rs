@@ -94,6 +94,17 @@ pub enum Event<'a> {
     DeviceCrlReloaded { crl: &'a str, revoked: usize },
     /// The device CRL changed but could not be used; the previous one stays.
     DeviceCrlRejected { crl: &'a str, error: &'a str },
+    /// A client address (IPv6: its /64) was banned after `denials` denials: closed at
+    /// accept, or 429 behind a trusted proxy, for `seconds`. `repeat` counts the bans in
+    /// a row before this one (each doubles the duration).
+    Ban {
+        address: String,
+        denials: u32,
+        seconds: u64,
+        repeat: u32,
+    },
+    /// A ban ended: `expired`, or `evicted` from a full table.
+    Unban { address: String, reason: &'a str },
 }
 
 /// Why a record could not be kept.
@@ -287,6 +298,16 @@ mod tests {
             },
             Event::DeviceCrlReloaded { crl: "c", revoked: 1 },
             Event::DeviceCrlRejected { crl: "c", error: "e" },
+            Event::Ban {
+                address: "a".into(),
+                denials: 1,
+                seconds: 1,
+                repeat: 0,
+            },
+            Event::Unban {
+                address: "a".into(),
+                reason: "expired",
+            },
         ];
         for ev in &events {
             let v = serde_json::to_value(ev).unwrap();

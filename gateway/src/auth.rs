@@ -50,6 +50,8 @@ pub struct Auth {
     key: StateKey,
     clock: SharedClock,
     notices: notify::Notifier,
+    /// Locks begun since start (for metrics).
+    lockouts: std::sync::atomic::AtomicU64,
 }
 
 /// Who is asking: the client address and the device certificate (if valid now).
@@ -156,7 +158,13 @@ impl Auth {
             key,
             clock,
             notices: notify::Notifier::default(),
+            lockouts: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Locks begun since this process started (user names and addresses).
+    pub fn lockouts_started(&self) -> u64 {
+        self.lockouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends notices to these sinks from now on.
@@ -251,6 +259,7 @@ impl Auth {
             Err(why) => {
                 let locks = lockout::fail(self.store(), keys, &policy.lockout, self.now())?;
                 for l in locks {
+                    self.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(subject = %l.subject, until = l.until, "lockout");
                     self.notices.send(
                         policy,

@@ -30,6 +30,8 @@ pub enum Refusal {
     BadGateway,
     /// The upstream did not answer in time.
     GatewayTimeout,
+    /// The client address is banned or over a rate limit (`crate::abuse`).
+    TooManyRequests(&'static str),
     /// The gateway cannot keep its promises right now (e.g. the audit log cannot be
     /// written): protected requests fail closed.
     Unavailable(&'static str),
@@ -49,6 +51,7 @@ impl Refusal {
             Refusal::Login { .. } => StatusCode::FOUND,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -66,6 +69,7 @@ impl Refusal {
             Refusal::Unauthorized | Refusal::Login { .. } => "second_factor_required",
             Refusal::BadGateway => "upstream_unreachable",
             Refusal::GatewayTimeout => "upstream_timeout",
+            Refusal::TooManyRequests(why) => why,
             Refusal::Unavailable(why) => why,
         }
     }
@@ -91,6 +95,7 @@ impl Refusal {
             Refusal::Login { .. } => "authentication required\n",
             Refusal::BadGateway => "bad gateway\n",
             Refusal::GatewayTimeout => "gateway timeout\n",
+            Refusal::TooManyRequests(_) => "too many requests\n",
             Refusal::Unavailable(_) => "service unavailable\n",
         };
         let mut response = Response::new(body::full(text));

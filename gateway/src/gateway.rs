@@ -134,6 +134,10 @@ pub struct Gateway {
     pub listening: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     /// Open connections, in total and per address (the listeners' caps count here).
     pub conns: Arc<crate::listener::ConnCounts>,
+    /// Bans and rate limits per client address (bounded).
+    pub guard: crate::abuse::Guard,
+    /// The counters behind `[server] metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Gateway {
@@ -164,6 +168,8 @@ impl Gateway {
             started,
             listening: std::sync::OnceLock::new(),
             conns: Arc::default(),
+            guard: crate::abuse::Guard::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 

@@ -127,6 +127,14 @@ pub async fn accept_loop(
             drop(stream);
             continue;
         }
+        if gw.guard.is_banned(ip, Instant::now()) {
+            // A banned address gets nothing, not even a TLS handshake. (A banned client
+            // behind a trusted proxy is refused with 429 by the pipeline instead.)
+            tracing::debug!(peer = %ip, "closed at accept: banned");
+            gw.guard.closed_at_accept();
+            drop(stream);
+            continue;
+        }
         let limits = &active.policy.limits;
         let Some(slot) = counts.try_take(ip, limits.max_connections, limits.max_connections_per_ip) else {
             tracing::debug!(peer = %ip, "closed at accept: connection limit");

@@ -55,6 +55,12 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
         tokio::spawn(accept_loop(gw.clone(), l, counts.clone(), stop_rx.clone()));
     }
     let _ = gw.listening.set(bound);
+    if let Some(at) = gw.active().policy.server.metrics.clone() {
+        let listener = crate::metrics::bind(&at)?;
+        tracing::info!(metrics = ?at, "serving metrics");
+        tokio::spawn(crate::metrics::serve(gw.clone(), listener, stop_rx.clone()));
+    }
+    tokio::spawn(sweep_bans(gw.clone(), stop_rx.clone()));
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;
@@ -120,6 +126,20 @@ async fn record_stop(gw: &Gateway, open: usize) {
         tracing::error!(error = %e, "cannot write the stop record");
     }
     gw.audit.close();
+}
+
+/// Ends expired bans (each end is an audit event) and forgets expired counters, once a
+/// second.
+async fn sweep_bans(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let limits = gw.active().policy.limits;
+        let ended = gw.guard.sweep(&limits, Instant::now());
+        crate::pipeline::record_unbans(&gw, &ended);
+    }
 }
 
 /// Polls the device CRL file and, when its bytes change, rebuilds the TLS configuration
