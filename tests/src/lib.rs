@@ -11,6 +11,7 @@
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
+//! - [`metrics`] scrapes the gateway's Prometheus listener (TCP or Unix socket).
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -29,6 +30,7 @@ pub mod eventually;
 pub mod gateway;
 pub mod h2raw;
 pub mod login;
+pub mod metrics;
 pub mod oracle;
 pub mod pki;
 pub mod policy;
