@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
-/// Route × decision series kept at most; beyond, new pairs count under route `_other`
-/// (only a long run of reloads that rename routes gets there).
+/// Route names kept at most (each with its decisions); beyond, new names count under route
+/// `_other` (only a long run of reloads that rename routes gets there).
 pub const MAX_ROUTE_SERIES: usize = 1024;
 /// Scrapes served at once; more connections are closed at once.
 pub const MAX_SCRAPERS: usize = 4;
@@ -35,15 +35,22 @@ pub const SCRAPE_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
+/// The decisions an access record can carry, in the order of [`Metrics::requests`]' arrays.
+const DECISIONS: [&str; 4] = ["allow", "deny", "login", "gateway"];
+
 /// The counters the request path moves.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Per route name: one count per decision of [`DECISIONS`]. Looked up by `&str`, so
+    /// counting a request allocates nothing once its route has been seen.
+    requests: Mutex<HashMap<String, [u64; DECISIONS.len()]>>,
     latency: Histogram,
     audit_commit: Histogram,
     audit_waiting: AtomicI64,
 }
 
+/// Counts per bucket are kept apart (one atomic add per observation) and summed into
+/// Prometheus' cumulative buckets when rendered.
 #[derive(Debug, Default)]
 struct Histogram {
     buckets: [AtomicU64; BUCKETS.len()],
@@ -54,10 +61,10 @@ struct Histogram {
 impl Histogram {
     fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound)
+            && let Some(n) = self.buckets.get(i)
+        {
+            n.fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
@@ -66,8 +73,10 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
         for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", n.load(Ordering::Relaxed));
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
@@ -80,14 +89,19 @@ impl Metrics {
     /// One answered request: its route (empty when none matched) and decision.
     pub fn request(&self, route: &str, decision: &'static str, took: Duration) {
         self.latency.observe(took);
+        let Some(d) = DECISIONS.iter().position(|x| *x == decision) else {
+            return;
+        };
         let mut map = lock(&self.requests);
-        let key = (route.to_owned(), decision);
-        if let Some(n) = map.get_mut(&key) {
-            *n += 1;
+        let counts = if map.contains_key(route) {
+            map.get_mut(route)
         } else if map.len() < MAX_ROUTE_SERIES {
-            map.insert(key, 1);
+            Some(map.entry(route.to_owned()).or_default())
         } else {
-            *map.entry(("_other".to_owned(), decision)).or_insert(0) += 1;
+            Some(map.entry("_other".to_owned()).or_default())
+        };
+        if let Some(n) = counts.and_then(|c| c.get_mut(d)) {
+            *n += 1;
         }
     }
 
@@ -113,15 +127,19 @@ impl Metrics {
             "# HELP sekisho_requests_total Requests answered, by route (empty: none matched) and decision.\n\
              # TYPE sekisho_requests_total counter"
         );
-        let mut series: Vec<((String, &'static str), u64)> =
+        let mut series: Vec<(String, [u64; DECISIONS.len()])> =
             lock(&self.requests).iter().map(|(k, v)| (k.clone(), *v)).collect();
         series.sort();
-        for ((route, decision), n) in series {
-            let _ = writeln!(
-                out,
-                "sekisho_requests_total{{route=\"{}\",decision=\"{decision}\"}} {n}",
-                escape(&route)
-            );
+        for (route, counts) in series {
+            for (decision, n) in DECISIONS.iter().zip(counts) {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "sekisho_requests_total{{route=\"{}\",decision=\"{decision}\"}} {n}",
+                        escape(&route)
+                    );
+                }
+            }
         }
         self.latency.render(
             &mut out,
@@ -399,7 +417,7 @@ mod tests {
         }
         let map = lock(&m.requests);
         assert_eq!(map.len(), MAX_ROUTE_SERIES + 1);
-        assert_eq!(map.get(&("_other".to_owned(), "allow")), Some(&10));
+        assert_eq!(map.get("_other").map(|c| c[0]), Some(10));
     }
 
     #[test]

@@ -119,6 +119,14 @@ async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
     assert_eq!(bans[0]["seconds"], 2);
     // Another address is not affected.
     assert_eq!(admin_status(&stack, &cookie).await, Some(200));
+    // The owner sees it.
+    let out = std::process::Command::new(sekisho_tests::gateway::binary())
+        .args(["status", "--policy"])
+        .arg(&stack.gateway.policy_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("abuse           1 banned now (1 since start)"), "{text}");
     // The ban ends by itself, and says so in the log.
     assert_eventually_async!(
         Duration::from_secs(15),
@@ -237,6 +245,35 @@ async fn a_login_form_flood_meets_429_and_the_admin_still_logs_in() {
         "the 429s are recorded"
     );
     assert_rss(&stack, before, "a login flood");
+}
+
+#[tokio::test]
+async fn a_request_rate_when_enabled_limits_one_address_and_not_another() {
+    let (stack, cookie, _) =
+        stack_with_admin(|s| s.limit("request_rate_per_second", "2").limit("request_burst", "5")).await;
+    let mut conn = stack.client(ATTACKER, ADMIN_HOST).connect().await.unwrap();
+    let mut statuses = Vec::new();
+    let started = Instant::now();
+    for _ in 0..20 {
+        statuses.push(conn.request(&get_line("/public/")).await.status());
+    }
+    // The burst (5), plus what 2 a second refilled meanwhile.
+    let most = 5 + usize::try_from(started.elapsed().as_secs() * 2).unwrap() + 2;
+    let served = statuses.iter().filter(|s| **s == Some(200)).count();
+    let limited = statuses.iter().filter(|s| **s == Some(429)).count();
+    assert_eq!(served + limited, 20, "{statuses:?}");
+    assert!(
+        (5..=most).contains(&served) && limited > 0,
+        "the burst, and what 2/s refilled: {statuses:?}"
+    );
+    assert_eq!(admin_status(&stack, &cookie).await, Some(200), "another address");
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        sekisho_tests::audit::access_lines(&stack.gateway.log_dir())
+            .iter()
+            .any(|l| l.contains("\"reason\":\"request_rate_limited\"")),
+        "the 429s are recorded"
+    );
 }
 
 // ---- connection floods ------------------------------------------------------------------

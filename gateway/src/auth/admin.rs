@@ -74,6 +74,19 @@ pub struct Status {
     pub audit_dir: String,
     pub audit_writable: bool,
     pub audit_last_seq: Option<u64>,
+    /// Bans and rate limits (`None` from a gateway that predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseStatus>,
+}
+
+/// Bans and rate limits, as `sekisho status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AbuseStatus {
+    pub banned: usize,
+    pub bans_total: u64,
+    pub rate_limited_total: u64,
+    pub tracked: usize,
+    pub max_tracked: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -130,6 +143,16 @@ pub fn status(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
         audit_dir: gw.audit.dir().display().to_string(),
         audit_writable: audit.writable,
         audit_last_seq: audit.last_seq,
+        abuse: {
+            let g = gw.guard.stats(std::time::Instant::now());
+            Some(AbuseStatus {
+                banned: g.banned,
+                bans_total: g.bans_total,
+                rate_limited_total: g.login_limited_total + g.request_limited_total,
+                tracked: g.tracked,
+                max_tracked: active.policy.limits.max_tracked_addresses,
+            })
+        },
     };
     Reply {
         ok: true,
