@@ -10,6 +10,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 pub enum Refusal {
     /// The request is malformed or ambiguous (downstream's fault).
     BadRequest(&'static str),
+    /// The request (its body) did not arrive in time (downstream's fault).
+    RequestTimeout(&'static str),
     /// The request-target is longer than the limit.
     UriTooLong,
     /// The body is larger than the limit.
@@ -41,6 +43,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -60,6 +63,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::BadRequest(why) => why,
+            Refusal::RequestTimeout(why) => why,
             Refusal::UriTooLong => "uri_too_long",
             Refusal::PayloadTooLarge => "body_too_large",
             Refusal::MisdirectedRequest(why) => why,
@@ -77,7 +81,10 @@ impl Refusal {
     /// Whether the connection must be closed after this answer (the framing of what the
     /// client sent cannot be trusted any more).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Refusal::BadRequest(_) | Refusal::PayloadTooLarge)
+        matches!(
+            self,
+            Refusal::BadRequest(_) | Refusal::PayloadTooLarge | Refusal::RequestTimeout(_)
+        )
     }
 
     /// The one place a refusal becomes a response.
@@ -85,6 +92,7 @@ impl Refusal {
         let status = self.status();
         let text: &'static str = match &self {
             Refusal::BadRequest(_) => "bad request\n",
+            Refusal::RequestTimeout(_) => "request timeout\n",
             Refusal::UriTooLong => "request-target too long\n",
             Refusal::PayloadTooLarge => "request body too large\n",
             Refusal::MisdirectedRequest(_) => "misdirected request\n",

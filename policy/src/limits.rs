@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time allowed to receive the whole request head. Default 10s.
     pub header_read_timeout: Duration,
+    /// Time allowed to receive the whole request body (a body trickled slower is cut off
+    /// with 408). Raise it for large uploads over slow links. Default 120s.
+    pub body_read_timeout: Duration,
     /// Idle keep-alive connection lifetime. Default 60s.
     pub idle_timeout: Duration,
     /// Time allowed for the TLS handshake. Default 10s.
@@ -80,6 +83,7 @@ impl Default for Limits {
             max_headers: 64,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
@@ -185,6 +189,13 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         ms(100),
         secs(300),
         &mut l.header_read_timeout,
+    );
+    duration(
+        sink,
+        "body_read_timeout",
+        ms(100),
+        secs(86_400),
+        &mut l.body_read_timeout,
     );
     duration(sink, "idle_timeout", secs(1), secs(3600), &mut l.idle_timeout);
     duration(

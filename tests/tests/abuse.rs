@@ -360,7 +360,7 @@ async fn a_tls_handshake_flood_does_not_lock_the_admin_out() {
 async fn slowloris_headers_and_bodies_are_cut_off_while_the_admin_is_served() {
     let (stack, cookie, before) = stack_with_admin(|s| {
         s.limit("header_read_timeout", "\"2s\"")
-            .limit("upstream_response_timeout", "\"3s\"")
+            .limit("body_read_timeout", "\"2s\"")
             .limit("ban_after_denials", "0")
     })
     .await;
@@ -409,6 +409,17 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_the_admin_is_served() {
     for t in trickles {
         t.await.unwrap();
     }
+    // The bodies were cut off by the gateway's own deadline (the upstream would have waited
+    // a minute).
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        sekisho_tests::audit::access_lines(&stack.gateway.log_dir())
+            .iter()
+            .filter(|l| l.contains("\"reason\":\"body_read_timeout\"") && l.contains("\"status\":408"))
+            .count()
+            == 30,
+        "30 bodies cut off with 408"
+    );
 }
 
 #[tokio::test]

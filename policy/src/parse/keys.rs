@@ -214,6 +214,11 @@ pub(crate) const LIMITS: &[Key] = &[
         Kind::Duration,
         "Time to receive the request head.",
     ),
+    key(
+        "body_read_timeout",
+        Kind::Duration,
+        "Time to receive the whole request body (408 beyond).",
+    ),
     key("idle_timeout", Kind::Duration, "Idle keep-alive connection lifetime."),
     key(
         "tls_handshake_timeout",
