@@ -560,9 +560,16 @@ pub fn install(gw: &Arc<crate::gateway::Gateway>, mut auth: Auth) {
         tracing::error!("second-factor state installed twice; keeping the first");
         return;
     }
+    let socket = match admin::bind(&gw.active().policy) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "control socket failed; `sekisho user` commands cannot reach this gateway");
+            return;
+        }
+    };
     let gw = gw.clone();
     tokio::spawn(async move {
-        if let Err(e) = admin::serve(gw, auth).await {
+        if let Err(e) = admin::serve(socket, gw, auth).await {
             tracing::error!(error = %e, "control socket failed; `sekisho user` commands cannot reach this gateway");
         }
     });
