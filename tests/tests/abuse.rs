@@ -113,6 +113,8 @@ async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
         "a banned address is served: {}",
         refused.describe()
     );
+    // The ban's record is queued, not awaited (the denial that began it was answered).
+    assert_eventually_async!(Duration::from_secs(5), !records(&stack, "ban").is_empty());
     let bans = records(&stack, "ban");
     assert_eq!(bans.len(), 1, "{bans:?}");
     assert_eq!(bans[0]["address"], ATTACKER);
@@ -172,6 +174,7 @@ async fn behind_a_trusted_proxy_a_banned_client_gets_429_and_the_proxy_is_never_
             .any(|l| l.contains("\"reason\":\"banned\"") && l.contains("\"status\":429")),
         "the 429 is recorded"
     );
+    assert_eventually_async!(Duration::from_secs(5), !records(&stack, "ban").is_empty());
     let bans = records(&stack, "ban");
     assert_eq!(bans.len(), 1, "only the client was banned: {bans:?}");
     assert_eq!(bans[0]["address"], "198.51.100.7");
