@@ -94,7 +94,7 @@ fn records(stack: &Stack, kind: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
-    let (stack, cookie, _) = stack_with_admin(|s| {
+    let (mut stack, cookie, _) = stack_with_admin(|s| {
         s.limit("ban_after_denials", "5")
             .limit("ban_window", "\"60s\"")
             .limit("ban_duration", "\"2s\"")
@@ -143,6 +143,10 @@ async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
             .any(|u| u["address"] == ATTACKER && u["reason"] == "expired"),
         "no unban record"
     );
+    // Ban and unban records are links of the chain like any other.
+    assert!(stack.gateway.terminate(Duration::from_secs(10)).is_some());
+    let (code, out) = sekisho_tests::audit::verify(&stack.gateway.log_dir());
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test]
