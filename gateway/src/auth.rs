@@ -19,6 +19,7 @@ pub mod pages;
 pub mod records;
 pub mod returnpath;
 pub mod session;
+pub mod sweep;
 pub mod totp;
 pub mod webauthn;
 

@@ -61,6 +61,7 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
         tokio::spawn(crate::metrics::serve(gw.clone(), listener, stop_rx.clone()));
     }
     tokio::spawn(sweep_bans(gw.clone(), stop_rx.clone()));
+    tokio::spawn(sweep_state(gw.clone(), stop_rx.clone()));
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;
@@ -139,6 +140,26 @@ async fn sweep_bans(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         let limits = gw.active().policy.limits;
         let ended = gw.guard.sweep(&limits, Instant::now());
         crate::pipeline::record_unbans(&gw, &ended);
+    }
+}
+
+/// Once a minute, removes expired ceremonies and spent lockout counters from the state
+/// store (both are made by whatever clients send; see `auth::sweep`).
+async fn sweep_state(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(auth) = gw.auth.get().cloned() else {
+            continue;
+        };
+        let policy = gw.active().policy.clone();
+        match tokio::task::spawn_blocking(move || auth.sweep(&policy)).await {
+            Ok(Ok(swept)) => tracing::debug!(?swept, "state swept"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping the state store failed"),
+            Err(e) => tracing::warn!(error = %e, "the state sweep panicked"),
+        }
     }
 }
 
