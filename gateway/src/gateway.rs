@@ -200,6 +200,9 @@ impl Gateway {
         if policy.server.listen != old.policy.server.listen {
             tracing::warn!("listen addresses changed in the policy; they take effect at the next restart");
         }
+        if policy.server.metrics != old.policy.server.metrics {
+            tracing::warn!("the metrics listener changed in the policy; it takes effect at the next restart");
+        }
         crate::reload::end_sessions_of_removed_identities(&old.policy, &policy);
         let next = self.swap(Arc::new(policy), Arc::new(tls), Arc::new(version));
         tracing::info!(

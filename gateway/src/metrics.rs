@@ -285,12 +285,11 @@ pub enum Listener {
 pub fn bind(at: &MetricsListen) -> anyhow::Result<Listener> {
     use anyhow::Context as _;
     match at {
-        MetricsListen::Tcp(addr) => {
-            let l =
-                std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} for metrics"))?;
-            l.set_nonblocking(true)?;
-            Ok(Listener::Tcp(tokio::net::TcpListener::from_std(l)?))
-        }
+        // Bound like the TLS listeners (SO_REUSEADDR: a restart is not refused while old
+        // scrape connections linger in TIME_WAIT).
+        MetricsListen::Tcp(addr) => Ok(Listener::Tcp(
+            crate::server::bind(*addr).with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        )),
         MetricsListen::Unix(path) => {
             use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
             let path = std::path::PathBuf::from(path);
