@@ -42,7 +42,8 @@ pub struct ConnInfo {
 }
 
 /// Live connection counts, in total and per address. Entries exist only while a
-/// connection does, so the map is bounded by `max_connections`.
+/// connection does, so the map is bounded by twice `max_connections` (admin networks may go
+/// past it; see `Policy::is_admin_address`).
 #[derive(Debug, Default)]
 pub struct ConnCounts {
     total: AtomicUsize,
@@ -136,7 +137,13 @@ pub async fn accept_loop(
             continue;
         }
         let limits = &active.policy.limits;
-        let Some(slot) = counts.try_take(ip, limits.max_connections, limits.max_connections_per_ip) else {
+        // Admin networks keep their share when everyone else's connections are taken.
+        let ceiling = if active.policy.is_admin_address(ip) {
+            limits.max_connections.saturating_mul(2)
+        } else {
+            limits.max_connections
+        };
+        let Some(slot) = counts.try_take(ip, ceiling, limits.max_connections_per_ip) else {
             tracing::debug!(peer = %ip, "closed at accept: connection limit");
             drop(stream);
             continue;
@@ -150,7 +157,7 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, mut stop: watch::Receiver<bool>) {
+async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr, stop: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
         Ok(a) => a,
@@ -162,7 +169,13 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
     let active = gw.active();
     let limits = active.policy.limits;
     let acceptor = tokio_rustls::TlsAcceptor::from(active.tls.server_config.clone());
-    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await {
+    // No TLS state exists until the client sends its first byte: a connection that sends
+    // nothing costs its socket and this future, not rustls' buffers.
+    let handshake = async move {
+        stream.readable().await?;
+        acceptor.accept(stream).await
+    };
+    let tls = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             // Under TLS 1.3 a refused client certificate shows on the client only at its
@@ -175,6 +188,23 @@ async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr,
             return;
         }
     };
+    // The HTTP side's state (hyper's connection, the service) is allocated only now, on
+    // the heap: the future of a connection still in its handshake stays small.
+    Box::pin(serve_tls(gw, tls, peer, local, linger, active, stop)).await;
+}
+
+/// Serves one connection whose handshake is done: device identity, then hyper until the
+/// connection ends, goes idle, or the gateway stops.
+async fn serve_tls(
+    gw: Arc<Gateway>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    linger: Option<socket2::Socket>,
+    active: Arc<crate::gateway::Active>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = active.policy.limits;
     let (_, conn) = tls.get_ref();
     let device = match conn.peer_certificates() {
         None => None,

@@ -68,6 +68,18 @@ impl Policy {
                 .any(|r| r.allows_ip(ip))
     }
 
+    /// Is `ip` in an admin network: named in the `allow_ips` of a protected route? The
+    /// gateway lets such addresses past `max_connections` (up to twice it, each still within
+    /// `max_connections_per_ip`), so a flood from elsewhere that takes every connection
+    /// cannot lock the owner out.
+    pub fn is_admin_address(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.routes
+            .iter()
+            .filter(|r| r.access == Access::Protected)
+            .any(|r| r.allow_ips.iter().any(|n| n.contains(&ip)))
+    }
+
     /// Is `host` (lower-case, without port) one of `server.hostnames`?
     pub fn serves_host(&self, host: &str) -> bool {
         self.server.hostnames.iter().any(|h| h.eq_ignore_ascii_case(host))

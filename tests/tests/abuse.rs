@@ -318,6 +318,40 @@ async fn thousands_of_idle_connections_from_one_address_hold_only_its_share() {
     assert!(held <= cap && held > 0, "{held} held");
 }
 
+#[tokio::test]
+async fn a_thousand_idle_connections_from_many_addresses_take_every_place_but_the_admins() {
+    const ADDRESSES: usize = 20;
+    const EACH: usize = 50;
+    let (stack, cookie, before) = stack_with_admin(|s| {
+        s.limit("max_connections", "1000")
+            .limit("tls_handshake_timeout", "\"120s\"")
+            .limit("ban_after_denials", "0")
+    })
+    .await;
+    let mut sockets = Vec::new();
+    for a in 0..ADDRESSES {
+        let client = stack.client(&format!("127.0.1.{}", a + 1), ADMIN_HOST);
+        for _ in 0..EACH {
+            sockets.push(client.tcp().await.unwrap());
+        }
+    }
+    // Every place is taken: one more address is closed at accept ...
+    let late = stack.client("127.0.2.1", ADMIN_HOST);
+    assert_eventually_async!(
+        Duration::from_secs(20),
+        late.exchange(&get_line("/public/"), 1).await.status().is_none(),
+        "the gateway still takes connections past max_connections"
+    );
+    // ... but the admin network keeps its share.
+    assert_admin_served(&stack, &cookie, "1000 idle connections from 20 addresses").await;
+    let rss = assert_rss(&stack, before, "1000 idle connections from 20 addresses");
+    assert_eq!(closed_count(&sockets), 0, "the held connections are still held");
+    eprintln!(
+        "1000 idle connections: {} KiB more than before",
+        rss.saturating_sub(before)
+    );
+}
+
 /// How many of `sockets` the gateway has closed (EOF or reset seen without blocking).
 fn closed_count(sockets: &[tokio::net::TcpStream]) -> usize {
     let mut buf = [0u8; 64];

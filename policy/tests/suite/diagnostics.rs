@@ -717,3 +717,27 @@ fn metrics_on_loopback_or_a_unix_socket_is_accepted() {
         "off unless asked for"
     );
 }
+
+#[test]
+fn admin_addresses_are_those_a_protected_route_names() {
+    let policy = parse(
+        "p.toml",
+        &with(
+            "[[route]]\nname = \"admin\"\npaths = [\"/admin\"]\nupstream = \"app\"\naccess = \"protected\"\n\
+             allow_ips = [\"203.0.113.0/24\"]\nsecond_factor = [\"totp\"]\ngroups = [\"admins\"]\n\
+             [[route]]\nname = \"shop\"\npaths = [\"/shop\"]\nupstream = \"app\"\naccess = \"public\"\n\
+             allow_ips = [\"198.51.100.0/24\"]\n",
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert!(policy.is_admin_address("203.0.113.5".parse().unwrap()));
+    assert!(
+        policy.is_admin_address("::ffff:203.0.113.5".parse().unwrap()),
+        "mapped IPv4"
+    );
+    assert!(
+        !policy.is_admin_address("198.51.100.1".parse().unwrap()),
+        "a public route's list"
+    );
+    assert!(!policy.is_admin_address("192.0.2.1".parse().unwrap()));
+}
