@@ -251,16 +251,26 @@ impl Guard {
         }
         let subject = Subject::of(ip);
         let mut table = lock(&self.table);
-        let evicted = make_room(&mut table, subject, limits, now);
+        let mut ended = make_room(&mut table, subject, limits, now);
         table.entry(subject).or_insert_with(|| Entry::new(now));
         self.tracked.store(table.len(), Ordering::Release);
         let Some(entry) = table.get_mut(&subject) else {
-            return (None, evicted);
+            return (None, ended);
         };
         entry.seen = now;
         if entry.banned(now) {
-            return (None, evicted);
+            return (None, ended);
         }
+        if let Some(until) = entry.banned_until.take() {
+            // Ended since the last sweep: end it here, so the next ban can double and the
+            // end is still recorded.
+            entry.last_ban_end = Some(until);
+            ended.push(Unban {
+                subject,
+                reason: "expired",
+            });
+        }
+        let evicted = ended;
         let estimate = entry.estimate(limits.ban_window, now);
         entry.current = entry.current.saturating_add(1);
         if estimate + 1.0 < f64::from(limits.ban_after_denials) {
@@ -464,6 +474,21 @@ mod tests {
         }
         let ban = last.unwrap();
         assert_eq!((ban.duration, ban.repeat), (Duration::from_secs(10), 1));
+    }
+
+    #[test]
+    fn a_ban_that_ended_before_the_sweep_still_doubles_and_is_recorded_once() {
+        let (l, g, t0) = (limits(), Guard::default(), Instant::now());
+        for _ in 0..3 {
+            g.deny(ip("192.0.2.1"), &l, t0);
+        }
+        let t1 = t0 + Duration::from_secs(6);
+        let (ban, ended) = g.deny(ip("192.0.2.1"), &l, t1);
+        assert_eq!((ban, ended.len()), (None, 1), "the old ban's end");
+        g.deny(ip("192.0.2.1"), &l, t1);
+        let ban = g.deny(ip("192.0.2.1"), &l, t1).0.unwrap();
+        assert_eq!(ban.repeat, 1);
+        assert!(g.sweep(&l, t1).is_empty(), "no second unban for the first ban");
     }
 
     #[test]
