@@ -94,10 +94,12 @@ fn records(stack: &Stack, kind: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
+    let metrics_at = ports::free_addr();
     let (mut stack, cookie, _) = stack_with_admin(|s| {
         s.limit("ban_after_denials", "5")
             .limit("ban_window", "\"60s\"")
             .limit("ban_duration", "\"2s\"")
+            .server_key("metrics", &format!("\"{metrics_at}\""))
     })
     .await;
     let attacker = stack.client(ATTACKER, ADMIN_HOST);
@@ -129,6 +131,11 @@ async fn repeated_denials_ban_the_address_at_accept_until_the_ban_expires() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("abuse           1 banned now (1 since start)"), "{text}");
+    // And so does the scraper.
+    let (_, scraped) = metrics::get_tcp(metrics_at, "/metrics").unwrap();
+    assert_eq!(metrics::sample(&scraped, "sekisho_bans_total"), Some(1.0), "{scraped}");
+    assert_eq!(metrics::sample(&scraped, "sekisho_banned_addresses"), Some(1.0));
+    assert!(metrics::sample(&scraped, "sekisho_banned_connections_closed_total").unwrap() >= 1.0);
     // The ban ends by itself, and says so in the log.
     assert_eventually_async!(
         Duration::from_secs(15),
@@ -189,7 +196,8 @@ async fn behind_a_trusted_proxy_a_banned_client_gets_429_and_the_proxy_is_never_
 #[tokio::test]
 async fn a_login_form_flood_meets_429_and_the_admin_still_logs_in() {
     // Default limits: 10 login POSTs at once, then 30 a minute per address.
-    let stack = Stack::start(Context::A, |s| s);
+    let metrics_at = ports::free_addr();
+    let stack = Stack::start(Context::A, |s| s.server_key("metrics", &format!("\"{metrics_at}\"")));
     let (secret, _) = sekisho_tests::login::enrol_totp(&stack, "alice").await;
     let before = stack.gateway.rss_kib();
     let page = send_from(&stack, ATTACKER, false, get("/.sekisho/login", "")).await;
@@ -243,6 +251,17 @@ async fn a_login_form_flood_meets_429_and_the_admin_still_logs_in() {
         limited + failed,
         statuses.len(),
         "every POST got 401 or 429: {statuses:?}"
+    );
+    let (_, scraped) = metrics::get_tcp(metrics_at, "/metrics").unwrap();
+    assert_eq!(
+        metrics::sample(&scraped, "sekisho_rate_limited_total{scope=\"login\"}"),
+        Some(limited as f64),
+        "{scraped}"
+    );
+    // The flood's failures locked the made-up name and the attacker's address.
+    assert!(
+        metrics::sample(&scraped, "sekisho_lockouts_total").unwrap() >= 1.0,
+        "{scraped}"
     );
     assert_eventually_async!(
         Duration::from_secs(5),
