@@ -292,6 +292,11 @@ async fn serve_tls(
     let idle_limit = limits.idle_timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle_limit));
     let mut stopping = false;
+    // When the gateway said goodbye to an idle connection. An HTTP/2 client that never
+    // answers the PING of a graceful shutdown (or an HTTP/1 one that never reads) would
+    // otherwise keep it open for ever.
+    let mut idle_goodbye: Option<Instant> = None;
+    let grace = limits.shutdown_grace;
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -312,7 +317,11 @@ async fn serve_tls(
                 if !stopping && activity.idle_for() > idle_limit {
                     tracing::debug!(peer = %peer, "idle timeout");
                     stopping = true;
+                    idle_goodbye = Some(Instant::now());
                     conn.as_mut().graceful_shutdown();
+                } else if idle_goodbye.is_some_and(|at| at.elapsed() > grace) && activity.idle_for() > grace {
+                    tracing::debug!(peer = %peer, "closed: the idle connection ignored its shutdown");
+                    return;
                 }
             }
             changed = stop.changed(), if !stopping => {
@@ -373,7 +382,8 @@ fn protocol_refusal(e: &(dyn std::error::Error + 'static)) -> Option<(&'static s
     None
 }
 
-/// When a connection last moved bytes, and whether a request is being handled.
+/// When a connection last began or ended a request or wrote bytes, and whether a request
+/// is being handled.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
@@ -418,7 +428,7 @@ impl Activity {
     }
 }
 
-/// An IO wrapper that records when bytes last moved.
+/// An IO wrapper that records when bytes were last written (and watches request lines).
 struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,
@@ -429,8 +439,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // Reading does not count as activity: bytes that never become a request (an HTTP/2
+        // header block trickled in CONTINUATION frames, which has no header-read deadline)
+        // must not keep a connection alive. Requests and what the gateway writes do.
         if buf.filled().len() > before {
-            self.activity.touch();
             let this = &mut *self;
             if let (Some(watch), Some(new)) = (this.fragments.as_mut(), buf.filled().get(before..))
                 && watch.feed(new)

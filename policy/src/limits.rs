@@ -42,7 +42,8 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     /// How often the device CRL file is checked for changes. Default 2s.
     pub revocation_poll_interval: Duration,
-    /// Time in-flight requests get to finish on shutdown. Default 10s.
+    /// Time in-flight requests get to finish on shutdown, and an idle connection gets to
+    /// close after the gateway said goodbye (then it is dropped). Default 10s.
     pub shutdown_grace: Duration,
     /// How often the policy file is checked for changes (identity, then content hash), in
     /// addition to SIGHUP. Default 1s.

@@ -274,6 +274,32 @@ pub async fn flood(spec: &ClientSpec, host: &str, kind: Flood, budget: usize, li
     outcome
 }
 
+/// Opens an HTTP/2 connection and keeps it busy without ever making a request: one
+/// WINDOW_UPDATE frame (increment 1, which the server does not answer) every `every`.
+/// Returns how long the gateway kept the connection open, or `None` if it was still open
+/// after `at_most`.
+pub async fn trickle_without_request(spec: &ClientSpec, every: Duration, at_most: Duration) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let mut connection = spec.connect().await.ok()?;
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(frame(0x4, 0, 0, &[]));
+    if connection.send(&wire).await.is_err() {
+        return Some(started.elapsed());
+    }
+    while started.elapsed() < at_most {
+        // Drain whatever the gateway sends (SETTINGS, GOAWAY); EOF means it let go.
+        let mut chunk = vec![0u8; 4096];
+        match tokio::time::timeout(every, connection.tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if connection.send(&frame(0x8, 0, 0, &1u32.to_be_bytes())).await.is_err() {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
 /// Shorthand for a header field list from text.
 pub fn fields(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs

@@ -600,6 +600,37 @@ async fn an_http2_continuation_flood_is_cut_off_while_the_admin_is_served() {
     assert!(outcomes.iter().all(|o| o.bytes_sent < 64 * 1024 * 1024), "{outcomes:?}");
 }
 
+#[tokio::test]
+async fn an_http2_connection_that_never_makes_a_request_is_closed_while_the_admin_is_served() {
+    // HTTP/2 has no header-read deadline, and frames the server does not answer
+    // (WINDOW_UPDATE) keep bytes moving: reading must not count as activity, so the idle
+    // timeout ends such a connection; and a client that ignores the graceful shutdown (never
+    // answers its PING) is dropped `shutdown_grace` later. (A trickled header block is ended
+    // by h2 itself after a few CONTINUATION frames: see the flood test.)
+    let (stack, cookie, before) = stack_with_admin(|s| {
+        s.limit("idle_timeout", "\"2s\"")
+            .limit("shutdown_grace", "\"1s\"")
+            .limit("ban_after_denials", "0")
+    })
+    .await;
+    let mut trickles = Vec::new();
+    for _ in 0..20 {
+        let client = h2_attacker(&stack);
+        trickles.push(tokio::spawn(async move {
+            h2raw::trickle_without_request(&client, Duration::from_millis(200), Duration::from_secs(30)).await
+        }));
+    }
+    assert_admin_served(&stack, &cookie, "HTTP/2 connections without requests").await;
+    assert_rss(&stack, before, "HTTP/2 connections without requests");
+    for t in trickles {
+        let held = t.await.unwrap();
+        assert!(
+            held.is_some_and(|d| d >= Duration::from_secs(2) && d < Duration::from_secs(15)),
+            "an HTTP/2 connection without a request was held for {held:?}"
+        );
+    }
+}
+
 // ---- metrics ----------------------------------------------------------------------------
 
 #[tokio::test]
