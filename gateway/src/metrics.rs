@@ -105,15 +105,15 @@ impl Metrics {
         }
     }
 
-    /// An awaited access record is about to be submitted.
-    pub fn audit_wait_begins(&self) {
+    /// An awaited access record is about to be submitted: it counts as waiting until the
+    /// returned guard is dropped (also when the request is abandoned mid-way), and its wait
+    /// is observed then.
+    pub fn audit_wait(&self) -> AuditWait<'_> {
         self.audit_waiting.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// It became durable (or failed) after `took`.
-    pub fn audit_wait_ends(&self, took: Duration) {
-        self.audit_waiting.fetch_sub(1, Ordering::Relaxed);
-        self.audit_commit.observe(took);
+        AuditWait {
+            metrics: self,
+            since: Instant::now(),
+        }
     }
 
     /// The whole exposition, read from `gw` now.
@@ -257,6 +257,20 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// One access record waiting to be durable (see [`Metrics::audit_wait`]).
+#[derive(Debug)]
+pub struct AuditWait<'a> {
+    metrics: &'a Metrics,
+    since: Instant,
+}
+
+impl Drop for AuditWait<'_> {
+    fn drop(&mut self) {
+        self.metrics.audit_waiting.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.audit_commit.observe(self.since.elapsed());
     }
 }
 

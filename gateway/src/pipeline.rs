@@ -303,10 +303,9 @@ async fn finish(
         gw.audit.record_detached(&Event::Access(record));
         return response;
     }
-    gw.metrics.audit_wait_begins();
-    let waited = Instant::now();
+    let waiting = gw.metrics.audit_wait();
     let kept = gw.audit.record(&Event::Access(record)).await;
-    gw.metrics.audit_wait_ends(waited.elapsed());
+    drop(waiting);
     if let Err(e) = kept {
         tracing::error!(error = %e, "cannot write the access record");
         // A protected route never answers without its record. Public routes carry on.
