@@ -110,6 +110,17 @@ pub enum Event<'a> {
         retry_at: i64,
         serving: Option<&'a str>,
     },
+    /// A client address (IPv6: its /64) was banned after `denials` denials: closed at
+    /// accept, or 429 behind a trusted proxy, for `seconds`. `repeat` counts the bans in
+    /// a row before this one (each doubles the duration).
+    Ban {
+        address: String,
+        denials: u32,
+        seconds: u64,
+        repeat: u32,
+    },
+    /// A ban ended: `expired`, or `evicted` from a full table.
+    Unban { address: String, reason: &'a str },
 }
 
 /// Why a record could not be kept.
@@ -315,6 +326,16 @@ mod tests {
                 failures: 1,
                 retry_at: 2,
                 serving: Some("01"),
+            },
+            Event::Ban {
+                address: "a".into(),
+                denials: 1,
+                seconds: 1,
+                repeat: 0,
+            },
+            Event::Unban {
+                address: "a".into(),
+                reason: "expired",
             },
         ];
         for ev in &events {

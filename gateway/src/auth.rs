@@ -19,6 +19,7 @@ pub mod pages;
 pub mod records;
 pub mod returnpath;
 pub mod session;
+pub mod sweep;
 pub mod totp;
 pub mod webauthn;
 
@@ -50,6 +51,8 @@ pub struct Auth {
     key: StateKey,
     clock: SharedClock,
     notices: notify::Notifier,
+    /// Locks begun since start (for metrics).
+    lockouts: std::sync::atomic::AtomicU64,
 }
 
 /// Who is asking: the client address and the device certificate (if valid now).
@@ -156,7 +159,13 @@ impl Auth {
             key,
             clock,
             notices: notify::Notifier::default(),
+            lockouts: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Locks begun since this process started (user names and addresses).
+    pub fn lockouts_started(&self) -> u64 {
+        self.lockouts.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends notices to these sinks from now on.
@@ -251,6 +260,7 @@ impl Auth {
             Err(why) => {
                 let locks = lockout::fail(self.store(), keys, &policy.lockout, self.now())?;
                 for l in locks {
+                    self.lockouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(subject = %l.subject, until = l.until, "lockout");
                     self.notices.send(
                         policy,
@@ -551,9 +561,16 @@ pub fn install(gw: &Arc<crate::gateway::Gateway>, mut auth: Auth) {
         tracing::error!("second-factor state installed twice; keeping the first");
         return;
     }
+    let socket = match admin::bind(&gw.active().policy) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "control socket failed; `sekisho user` commands cannot reach this gateway");
+            return;
+        }
+    };
     let gw = gw.clone();
     tokio::spawn(async move {
-        if let Err(e) = admin::serve(gw, auth).await {
+        if let Err(e) = admin::serve(socket, gw, auth).await {
             tracing::error!(error = %e, "control socket failed; `sekisho user` commands cannot reach this gateway");
         }
     });

@@ -10,6 +10,8 @@ use http::{HeaderValue, Response, StatusCode, header};
 pub enum Refusal {
     /// The request is malformed or ambiguous (downstream's fault).
     BadRequest(&'static str),
+    /// The request (its body) did not arrive in time (downstream's fault).
+    RequestTimeout(&'static str),
     /// The request-target is longer than the limit.
     UriTooLong,
     /// The body is larger than the limit.
@@ -30,6 +32,8 @@ pub enum Refusal {
     BadGateway,
     /// The upstream did not answer in time.
     GatewayTimeout,
+    /// The client address is banned or over a rate limit (`crate::abuse`).
+    TooManyRequests(&'static str),
     /// The gateway cannot keep its promises right now (e.g. the audit log cannot be
     /// written): protected requests fail closed.
     Unavailable(&'static str),
@@ -39,6 +43,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Refusal::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Refusal::UriTooLong => StatusCode::URI_TOO_LONG,
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
@@ -49,6 +54,7 @@ impl Refusal {
             Refusal::Login { .. } => StatusCode::FOUND,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -57,6 +63,7 @@ impl Refusal {
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::BadRequest(why) => why,
+            Refusal::RequestTimeout(why) => why,
             Refusal::UriTooLong => "uri_too_long",
             Refusal::PayloadTooLarge => "body_too_large",
             Refusal::MisdirectedRequest(why) => why,
@@ -66,6 +73,7 @@ impl Refusal {
             Refusal::Unauthorized | Refusal::Login { .. } => "second_factor_required",
             Refusal::BadGateway => "upstream_unreachable",
             Refusal::GatewayTimeout => "upstream_timeout",
+            Refusal::TooManyRequests(why) => why,
             Refusal::Unavailable(why) => why,
         }
     }
@@ -73,7 +81,10 @@ impl Refusal {
     /// Whether the connection must be closed after this answer (the framing of what the
     /// client sent cannot be trusted any more).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Refusal::BadRequest(_) | Refusal::PayloadTooLarge)
+        matches!(
+            self,
+            Refusal::BadRequest(_) | Refusal::PayloadTooLarge | Refusal::RequestTimeout(_)
+        )
     }
 
     /// The one place a refusal becomes a response.
@@ -81,6 +92,7 @@ impl Refusal {
         let status = self.status();
         let text: &'static str = match &self {
             Refusal::BadRequest(_) => "bad request\n",
+            Refusal::RequestTimeout(_) => "request timeout\n",
             Refusal::UriTooLong => "request-target too long\n",
             Refusal::PayloadTooLarge => "request body too large\n",
             Refusal::MisdirectedRequest(_) => "misdirected request\n",
@@ -91,6 +103,7 @@ impl Refusal {
             Refusal::Login { .. } => "authentication required\n",
             Refusal::BadGateway => "bad gateway\n",
             Refusal::GatewayTimeout => "gateway timeout\n",
+            Refusal::TooManyRequests(_) => "too many requests\n",
             Refusal::Unavailable(_) => "service unavailable\n",
         };
         let mut response = Response::new(body::full(text));

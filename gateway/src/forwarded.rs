@@ -49,7 +49,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+/// Whether `ip` is one of the trusted proxies (never banned or rate-limited itself).
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 

@@ -137,6 +137,10 @@ pub struct Gateway {
     pub conns: Arc<crate::listener::ConnCounts>,
     /// The certificates an ACME policy serves (empty for a policy with certificate files).
     pub acme: Arc<crate::acme::Certs>,
+    /// Bans and rate limits per client address (bounded).
+    pub guard: crate::abuse::Guard,
+    /// The counters behind `[server] metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Gateway {
@@ -175,6 +179,8 @@ impl Gateway {
             listening: std::sync::OnceLock::new(),
             conns: Arc::default(),
             acme,
+            guard: crate::abuse::Guard::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -204,6 +210,9 @@ impl Gateway {
         let old = self.active();
         if policy.server.listen != old.policy.server.listen {
             tracing::warn!("listen addresses changed in the policy; they take effect at the next restart");
+        }
+        if policy.server.metrics != old.policy.server.metrics {
+            tracing::warn!("the metrics listener changed in the policy; it takes effect at the next restart");
         }
         crate::reload::end_sessions_of_removed_identities(&old.policy, &policy);
         let next = self.swap(Arc::new(policy), Arc::new(tls), Arc::new(version));

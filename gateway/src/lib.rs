@@ -6,6 +6,7 @@
 //! request and client address ([`pipeline`], [`forwarded`]) → route and decision
 //! ([`sekisho_policy::decide`]) → proxy ([`proxy`]) → audit record ([`audit`]).
 
+pub mod abuse;
 pub mod acme;
 pub mod audit;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod gateway;
 pub mod headers;
 pub mod host;
 pub mod listener;
+pub mod metrics;
 pub mod pipeline;
 pub mod pki;
 pub mod plain;

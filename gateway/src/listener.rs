@@ -42,7 +42,8 @@ pub struct ConnInfo {
 }
 
 /// Live connection counts, in total and per address. Entries exist only while a
-/// connection does, so the map is bounded by `max_connections`.
+/// connection does, so the map is bounded by twice `max_connections` (admin networks may go
+/// past it; see `Policy::is_admin_address`).
 #[derive(Debug, Default)]
 pub struct ConnCounts {
     total: AtomicUsize,
@@ -136,8 +137,22 @@ pub async fn accept_loop(
             drop(stream);
             continue;
         }
+        if gw.guard.is_banned(ip, Instant::now()) {
+            // A banned address gets nothing, not even a TLS handshake. (A banned client
+            // behind a trusted proxy is refused with 429 by the pipeline instead.)
+            tracing::debug!(peer = %ip, "closed at accept: banned");
+            gw.guard.closed_at_accept();
+            drop(stream);
+            continue;
+        }
         let limits = &active.policy.limits;
-        let Some(slot) = counts.try_take(ip, limits.max_connections, limits.max_connections_per_ip) else {
+        // Admin networks keep their share when everyone else's connections are taken.
+        let ceiling = if active.policy.is_admin_address(ip) {
+            limits.max_connections.saturating_mul(2)
+        } else {
+            limits.max_connections
+        };
+        let Some(slot) = counts.try_take(ip, ceiling, limits.max_connections_per_ip) else {
             tracing::debug!(peer = %ip, "closed at accept: connection limit");
             drop(stream);
             continue;
@@ -162,9 +177,11 @@ async fn handshake(
     peer: SocketAddr,
     admitted: bool,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
     let handshake = async {
-        let start = start.await?;
+        // No TLS state exists until the client sends its first byte: a connection that
+        // sends nothing costs its socket and this future, not rustls' buffers.
+        stream.readable().await?;
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         if crate::acme::is_acme_alpn(start.client_hello().alpn()) {
             if let Some(config) = gw.acme.challenge_config().filter(|_| gw.acme.alpn_open()) {
                 let mut tls = start.into_stream(config).await?;
@@ -198,7 +215,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     admitted: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let local = match stream.local_addr() {
@@ -209,10 +226,26 @@ async fn serve_connection(
     // dropped its side, the answer is not destroyed by a TCP reset (see `linger_close`).
     let linger = socket2::SockRef::from(&stream).try_clone().ok();
     let active = gw.active();
-    let limits = active.policy.limits;
     let Some(tls) = handshake(&gw, &active, stream, peer, admitted).await else {
         return;
     };
+    // The HTTP side's state (hyper's connection, the service) is allocated only now, on
+    // the heap: the future of a connection still in its handshake stays small.
+    Box::pin(serve_tls(gw, tls, peer, local, linger, active, stop)).await;
+}
+
+/// Serves one connection whose handshake is done: device identity, then hyper until the
+/// connection ends, goes idle, or the gateway stops.
+async fn serve_tls(
+    gw: Arc<Gateway>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    linger: Option<socket2::Socket>,
+    active: Arc<crate::gateway::Active>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = active.policy.limits;
     let (_, conn) = tls.get_ref();
     let device = match conn.peer_certificates() {
         None => None,
@@ -300,6 +333,11 @@ async fn serve_connection(
     let idle_limit = limits.idle_timeout;
     let mut tick = tokio::time::interval(Duration::from_millis(500).min(idle_limit));
     let mut stopping = false;
+    // When the gateway said goodbye to an idle connection. An HTTP/2 client that never
+    // answers the PING of a graceful shutdown (or an HTTP/1 one that never reads) would
+    // otherwise keep it open for ever.
+    let mut idle_goodbye: Option<Instant> = None;
+    let grace = limits.shutdown_grace;
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -320,7 +358,11 @@ async fn serve_connection(
                 if !stopping && activity.idle_for() > idle_limit {
                     tracing::debug!(peer = %peer, "idle timeout");
                     stopping = true;
+                    idle_goodbye = Some(Instant::now());
                     conn.as_mut().graceful_shutdown();
+                } else if idle_goodbye.is_some_and(|at| at.elapsed() > grace) && activity.idle_for() > grace {
+                    tracing::debug!(peer = %peer, "closed: the idle connection ignored its shutdown");
+                    return;
                 }
             }
             changed = stop.changed(), if !stopping => {
@@ -381,7 +423,8 @@ fn protocol_refusal(e: &(dyn std::error::Error + 'static)) -> Option<(&'static s
     None
 }
 
-/// When a connection last moved bytes, and whether a request is being handled.
+/// When a connection last began or ended a request or wrote bytes, and whether a request
+/// is being handled.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
@@ -426,7 +469,7 @@ impl Activity {
     }
 }
 
-/// An IO wrapper that records when bytes last moved.
+/// An IO wrapper that records when bytes were last written (and watches request lines).
 struct ActivityIo<T> {
     inner: T,
     activity: Arc<Activity>,
@@ -437,8 +480,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for ActivityIo<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        // Reading does not count as activity: bytes that never become a request (an HTTP/2
+        // header block trickled in CONTINUATION frames, which has no header-read deadline)
+        // must not keep a connection alive. Requests and what the gateway writes do.
         if buf.filled().len() > before {
-            self.activity.touch();
             let this = &mut *self;
             if let (Some(watch), Some(new)) = (this.fragments.as_mut(), buf.filled().get(before..))
                 && watch.feed(new)

@@ -8,6 +8,7 @@
 //!
 //! Every later step uses the one canonical request made in step 1.
 
+use crate::abuse::{self, Unban};
 use crate::audit::{self, AccessRecord, Event};
 use crate::body::ResponseBody;
 use crate::error::Refusal;
@@ -55,6 +56,7 @@ struct Findings {
 
 /// Handles one request end to end.
 pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
     let active = gw.active();
     let mut findings = Findings::default();
     let method = req.method().clone();
@@ -117,7 +119,7 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
         }
     };
 
-    finish(
+    let response = finish(
         gw,
         &active,
         conn,
@@ -128,7 +130,74 @@ pub async fn handle(gw: &Gateway, conn: &ConnInfo, req: Request<Incoming>) -> Re
         upstream_ms,
         response,
     )
-    .await
+    .await;
+    let route = findings.route.map(|id| active.policy.route(id).name.as_str());
+    answered(
+        gw,
+        &active,
+        conn,
+        findings.client_ip,
+        route,
+        outcome,
+        response.status().as_u16(),
+        started,
+    );
+    response
+}
+
+/// After an answer: the metrics, and the denial count of the client address (which may
+/// ban it). The client is the peer when the request was refused before its address was
+/// read.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the facts of one answer, gathered from three places"
+)]
+fn answered(
+    gw: &Gateway,
+    active: &Active,
+    conn: &ConnInfo,
+    client: Option<IpAddr>,
+    route: Option<&str>,
+    outcome: &'static str,
+    status: u16,
+    started: Instant,
+) {
+    gw.metrics.request(route.unwrap_or(""), outcome, started.elapsed());
+    if abuse::counts_as_denial(outcome, status) {
+        let ip = client.unwrap_or_else(|| forwarded::canonical(conn.peer.ip()));
+        count_denial(gw, active, ip);
+    }
+}
+
+/// Counts a denial against `ip` (never a trusted proxy) and records the ban it begins.
+fn count_denial(gw: &Gateway, active: &Active, ip: IpAddr) {
+    let policy = &active.policy;
+    if forwarded::is_trusted(ip, &policy.server.trusted_proxies) {
+        return;
+    }
+    let (ban, evicted) = gw.guard.deny(ip, &policy.limits, Instant::now());
+    record_unbans(gw, &evicted);
+    if let Some(ban) = ban {
+        let seconds = ban.duration.as_secs();
+        tracing::warn!(address = %ban.subject, seconds, repeat = ban.repeat, "banned after repeated denials");
+        gw.audit.record_detached(&Event::Ban {
+            address: ban.subject.to_string(),
+            denials: policy.limits.ban_after_denials,
+            seconds,
+            repeat: ban.repeat,
+        });
+    }
+}
+
+/// Records bans that ended (expired, or evicted from the full table).
+pub fn record_unbans(gw: &Gateway, ended: &[Unban]) {
+    for u in ended {
+        tracing::info!(address = %u.subject, reason = u.reason, "ban ended");
+        gw.audit.record_detached(&Event::Unban {
+            address: u.subject.to_string(),
+            reason: u.reason,
+        });
+    }
 }
 
 /// Answers a request with a refusal decided outside the pipeline (e.g. by the connection
@@ -142,6 +211,16 @@ pub fn refuse(gw: &Gateway, conn: &ConnInfo, req: &Request<Incoming>, refusal: R
     };
     let raw_target = target_text(req);
     let response = refusal.into_response();
+    answered(
+        gw,
+        &active,
+        conn,
+        None,
+        None,
+        "deny",
+        response.status().as_u16(),
+        Instant::now(),
+    );
     let record = access_record(
         &active,
         conn,
@@ -181,6 +260,7 @@ pub fn record_protocol_error(gw: &Gateway, conn: &ConnInfo, reason: &'static str
         policy_commit: active.version.git_commit.as_deref(),
     };
     gw.audit.record_detached(&Event::Access(record));
+    answered(gw, &active, conn, None, None, "deny", status, Instant::now());
 }
 
 fn target_text(req: &Request<Incoming>) -> String {
@@ -223,7 +303,10 @@ async fn finish(
         gw.audit.record_detached(&Event::Access(record));
         return response;
     }
-    if let Err(e) = gw.audit.record(&Event::Access(record)).await {
+    let waiting = gw.metrics.audit_wait();
+    let kept = gw.audit.record(&Event::Access(record)).await;
+    drop(waiting);
+    if let Err(e) = kept {
         tracing::error!(error = %e, "cannot write the access record");
         // A protected route never answers without its record. Public routes carry on.
         if !public {
@@ -320,6 +403,17 @@ fn judge(
     let peer = forwarded::canonical(conn.peer.ip());
     let client_ip = forwarded::client_address(peer, &policy.server.trusted_proxies, h)?;
     found.client_ip = Some(client_ip);
+
+    // Bans and rate limits (`crate::abuse`), by client address; a trusted proxy itself is
+    // never limited. Before the gateway's own pages, so a login flood meets 429 first.
+    if !forwarded::is_trusted(client_ip, &policy.server.trusted_proxies) {
+        let own_page_post = reserved && req.method() == Method::POST;
+        let (verdict, evicted) = gw.guard.admit(client_ip, own_page_post, limits, Instant::now());
+        record_unbans(gw, &evicted);
+        if let Err(limited) = verdict {
+            return Err(Refusal::TooManyRequests(limited.reason()));
+        }
+    }
 
     let device = match &conn.device {
         None => None,

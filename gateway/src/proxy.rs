@@ -3,7 +3,7 @@
 //! the gateway's own identity and forwarding headers, a body limited in size and stripped
 //! of trailers, framed anew by hyper (never Content-Length and Transfer-Encoding together).
 
-use crate::body::{BoxError, DropTrailers, ResponseBody};
+use crate::body::{BoxError, Deadline, DropTrailers, RequestBodyError, ResponseBody};
 use crate::error::Refusal;
 use crate::headers::{self, DEVICE_HEADER, GROUPS_HEADER, ROUTE_HEADER, USER_HEADER};
 use bytes::Bytes;
@@ -74,7 +74,7 @@ impl Upstreams {
         let limit = usize::try_from(fwd.limits.max_body_bytes).unwrap_or(usize::MAX);
         // Errors of the client's body are marked as the client's, so that a malformed chunk
         // is answered with 400, not blamed on the upstream.
-        let body = DropTrailers::new(body).map_err(ClientBodyError);
+        let body = Deadline::new(DropTrailers::new(body), fwd.limits.body_read_timeout).map_err(ClientBodyError);
         let body: UpstreamBody = Limited::new(body, limit).boxed();
 
         let uri = format!("http://{}{}", fwd.upstream.authority, fwd.path_and_query);
@@ -121,7 +121,7 @@ impl Upstreams {
 /// An error reading the client's request body.
 #[derive(Debug, thiserror::Error)]
 #[error("client request body: {0}")]
-struct ClientBodyError(#[source] hyper::Error);
+struct ClientBodyError(#[source] RequestBodyError<hyper::Error>);
 
 fn set(h: &mut http::HeaderMap, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
@@ -136,9 +136,13 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Refusal {
         if err.is::<http_body_util::LengthLimitError>() {
             return Refusal::PayloadTooLarge;
         }
-        if err.is::<ClientBodyError>() {
-            // The client's body was malformed or broke off mid-way: its fault.
-            return Refusal::BadRequest("client_body_invalid");
+        if let Some(ClientBodyError(why)) = err.downcast_ref::<ClientBodyError>() {
+            return match why {
+                // Trickled slower than `body_read_timeout` allows (a slowloris body).
+                RequestBodyError::TimedOut(_) => Refusal::RequestTimeout("body_read_timeout"),
+                // The client's body was malformed or broke off mid-way: its fault.
+                RequestBodyError::Read(_) => Refusal::BadRequest("client_body_invalid"),
+            };
         }
         source = err.source();
     }

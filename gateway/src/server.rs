@@ -79,6 +79,13 @@ pub async fn serve_all(gw: Arc<Gateway>, listeners: Vec<TcpListener>, plain: Vec
     }
     let _ = gw.listening.set(bound);
     tokio::spawn(crate::acme::maintain(gw.clone(), stop_rx.clone()));
+    if let Some(at) = gw.active().policy.server.metrics.clone() {
+        let listener = crate::metrics::bind(&at)?;
+        tracing::info!(metrics = ?at, "serving metrics");
+        tokio::spawn(crate::metrics::serve(gw.clone(), listener, stop_rx.clone()));
+    }
+    tokio::spawn(sweep_bans(gw.clone(), stop_rx.clone()));
+    tokio::spawn(sweep_state(gw.clone(), stop_rx.clone()));
     tokio::spawn(watch_device_crl(gw.clone(), stop_rx.clone()));
     tokio::spawn(crate::reload::watch_policy_file(gw.clone(), stop_rx.clone()));
     let mut hup = signal(SignalKind::hangup())?;
@@ -144,6 +151,40 @@ async fn record_stop(gw: &Gateway, open: usize) {
         tracing::error!(error = %e, "cannot write the stop record");
     }
     gw.audit.close();
+}
+
+/// Ends expired bans (each end is an audit event) and forgets expired counters, once a
+/// second.
+async fn sweep_bans(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        let limits = gw.active().policy.limits;
+        let ended = gw.guard.sweep(&limits, Instant::now());
+        crate::pipeline::record_unbans(&gw, &ended);
+    }
+}
+
+/// Once a minute, removes expired ceremonies and spent lockout counters from the state
+/// store (both are made by whatever clients send; see `auth::sweep`).
+async fn sweep_state(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(auth) = gw.auth.get().cloned() else {
+            continue;
+        };
+        let policy = gw.active().policy.clone();
+        match tokio::task::spawn_blocking(move || auth.sweep(&policy)).await {
+            Ok(Ok(swept)) => tracing::debug!(?swept, "state swept"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping the state store failed"),
+            Err(e) => tracing::warn!(error = %e, "the state sweep panicked"),
+        }
+    }
 }
 
 /// Polls the device CRL file and, when its bytes change, rebuilds the TLS configuration

@@ -907,3 +907,52 @@ fn a_claimed_invitation_is_no_session_until_its_factor_is_proven() {
     assert!(w.auth.enrol_totp(&w.policy, &e.id, "000000", &here()).is_err());
     assert_eq!(w.auth.count_sessions(&w.policy).unwrap(), 0);
 }
+
+#[test]
+fn the_sweep_forgets_expired_ceremonies_and_spent_lockout_counters_only() {
+    use sekisho::auth::sweep::Swept;
+    use sekisho::store::Tree;
+    let w = world();
+    for name in ["mallory", "eve", "trudy"] {
+        w.auth
+            .webauthn_login_start(&w.policy, name, &here(), &origin())
+            .unwrap();
+    }
+    // A failed login for a made-up name: counters for the name and for the address.
+    assert!(w.auth.login_totp(&w.policy, "nobody", "000000", &here()).is_err());
+    let count = |tree| w.auth.store().scan_prefix(tree, b"").unwrap().len();
+    assert_eq!((count(Tree::Ceremonies), count(Tree::Lockout)), (3, 2));
+    assert_eq!(
+        w.auth.sweep(&w.policy).unwrap(),
+        Swept::default(),
+        "nothing expired yet"
+    );
+    // Past the ceremonies' 5 minutes, inside the lockout's 15-minute window.
+    w.clock.advance(Duration::from_secs(6 * 60));
+    let swept = w.auth.sweep(&w.policy).unwrap();
+    assert_eq!((swept.ceremonies, swept.lockout_counters), (3, 0));
+    w.clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(w.auth.sweep(&w.policy).unwrap().lockout_counters, 2);
+    assert_eq!((count(Tree::Ceremonies), count(Tree::Lockout)), (0, 0));
+}
+
+#[test]
+fn the_sweep_keeps_a_lock_and_its_backoff_until_they_cannot_matter() {
+    let w = world();
+    for _ in 0..3 {
+        assert!(w.auth.login_totp(&w.policy, "nobody", "000000", &here()).is_err());
+    }
+    let locked = |w: &World| w.auth.login_totp(&w.policy, "nobody", "000000", &here()).unwrap_err().0;
+    assert_eq!(locked(&w), "locked_out");
+    assert_eq!(
+        w.auth.sweep(&w.policy).unwrap().lockout_counters,
+        0,
+        "a running lock stays"
+    );
+    // The lock (30 minutes) has ended, but a lock soon after would double: remembered.
+    w.clock.advance(Duration::from_secs(31 * 60));
+    assert_eq!(w.auth.sweep(&w.policy).unwrap().lockout_counters, 0);
+    // Longer than the longest doubled lock (32 × 30 minutes) after it ended: forgotten.
+    w.clock.advance(Duration::from_secs(17 * 3600));
+    assert_eq!(w.auth.sweep(&w.policy).unwrap().lockout_counters, 2);
+}

@@ -47,8 +47,8 @@ pub use duration::parse_duration;
 pub use limits::Limits;
 pub use lint::{FileFacts, Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint, lint_files};
 pub use model::{
-    Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, PublicUrl, Route,
-    RouteId, Server, ServerCertificate, SessionSettings, Smtp, SmtpTls, Upstream, User,
+    Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, MetricsListen, NotifySettings, Policy,
+    PublicUrl, Route, RouteId, Server, ServerCertificate, SessionSettings, Smtp, SmtpTls, Upstream, User,
 };
 pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
 pub use schema::json_schema;

@@ -21,6 +21,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time allowed to receive the whole request head. Default 10s.
     pub header_read_timeout: Duration,
+    /// Time allowed to receive the whole request body (a body trickled slower is cut off
+    /// with 408). Raise it for large uploads over slow links. Default 120s.
+    pub body_read_timeout: Duration,
     /// Idle keep-alive connection lifetime. Default 60s.
     pub idle_timeout: Duration,
     /// Time allowed for the TLS handshake. Default 10s.
@@ -39,7 +42,8 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     /// How often the device CRL file is checked for changes. Default 2s.
     pub revocation_poll_interval: Duration,
-    /// Time in-flight requests get to finish on shutdown. Default 10s.
+    /// Time in-flight requests get to finish on shutdown, and an idle connection gets to
+    /// close after the gateway said goodbye (then it is dropped). Default 10s.
     pub shutdown_grace: Duration,
     /// How often the policy file is checked for changes (identity, then content hash), in
     /// addition to SIGHUP. Default 1s.
@@ -58,6 +62,32 @@ pub struct Limits {
     pub acme_order_timeout: Duration,
     /// Time one HTTP request to the ACME CA may take (connect, TLS, answer). Default 30s.
     pub acme_request_timeout: Duration,
+    /// Denials from one client address (refusals the pipeline records: 400, 403, 404, 405,
+    /// 408, 413, 414, 421, 431 and failed or refused logins; never 401/302 to the login, 429
+    /// or 5xx) within `ban_window` that ban the address for `ban_duration`. 0 disables
+    /// bans. Default 30.
+    pub ban_after_denials: u32,
+    /// The sliding window denials are counted in. Default 60s.
+    pub ban_window: Duration,
+    /// How long a ban lasts; a ban that follows another within `ban_duration` of its end
+    /// lasts twice as long as the one before (up to 32×). Default 5m.
+    pub ban_duration: Duration,
+    /// Client addresses tracked at once for bans and rate limits (IPv6 by /64). A full
+    /// table forgets the least recently seen unbanned address first; it never grows.
+    /// Default 10000.
+    pub max_tracked_addresses: usize,
+    /// POSTs to the gateway's own pages (`/.sekisho/`: logins, invitations, enrolment) per
+    /// minute and client address; more get 429. 0 disables. Default 30.
+    pub login_rate_per_minute: u32,
+    /// How many of those POSTs may come at once before the rate applies. Default 10.
+    pub login_burst: u32,
+    /// Requests of any kind per second and client address; more get 429. 0 (the default)
+    /// disables: the connection caps already bound what one address holds open, and a
+    /// busy NAT or a benchmark would meet a default rate first.
+    pub request_rate_per_second: u32,
+    /// How many requests may come at once before `request_rate_per_second` applies.
+    /// Default 200.
+    pub request_burst: u32,
 }
 
 impl Default for Limits {
@@ -68,6 +98,7 @@ impl Default for Limits {
             max_headers: 64,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             max_connections: 4096,
@@ -84,6 +115,14 @@ impl Default for Limits {
             acme_retry_max: Duration::from_secs(6 * 3600),
             acme_order_timeout: Duration::from_secs(300),
             acme_request_timeout: Duration::from_secs(30),
+            ban_after_denials: 30,
+            ban_window: Duration::from_secs(60),
+            ban_duration: Duration::from_secs(300),
+            max_tracked_addresses: 10_000,
+            login_rate_per_minute: 30,
+            login_burst: 10,
+            request_rate_per_second: 0,
+            request_burst: 200,
         }
     }
 }
@@ -125,6 +164,29 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         10_000,
         &mut l.upstream_idle_pool_per_host,
     );
+    size(
+        sink,
+        "max_tracked_addresses",
+        16,
+        1_000_000,
+        &mut l.max_tracked_addresses,
+    );
+    let count = |sink: &mut Sink<'_>, key: &str, min: u64, max: u64, into: &mut u32| {
+        if let Some(n) = t.integer(sink, key, min, max).and_then(|n| u32::try_from(n).ok()) {
+            *into = n;
+        }
+    };
+    count(sink, "ban_after_denials", 0, 100_000, &mut l.ban_after_denials);
+    count(sink, "login_rate_per_minute", 0, 100_000, &mut l.login_rate_per_minute);
+    count(sink, "login_burst", 1, 100_000, &mut l.login_burst);
+    count(
+        sink,
+        "request_rate_per_second",
+        0,
+        1_000_000,
+        &mut l.request_rate_per_second,
+    );
+    count(sink, "request_burst", 1, 1_000_000, &mut l.request_burst);
     if let Some(n) = t.integer(sink, "max_body_bytes", 1, 64 * 1024 * MIB) {
         l.max_body_bytes = n;
     }
@@ -147,6 +209,13 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         ms(100),
         secs(300),
         &mut l.header_read_timeout,
+    );
+    duration(
+        sink,
+        "body_read_timeout",
+        ms(100),
+        secs(86_400),
+        &mut l.body_read_timeout,
     );
     duration(sink, "idle_timeout", secs(1), secs(3600), &mut l.idle_timeout);
     duration(
@@ -178,6 +247,8 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
         &mut l.revocation_poll_interval,
     );
     duration(sink, "shutdown_grace", ms(1), secs(3600), &mut l.shutdown_grace);
+    duration(sink, "ban_window", secs(1), secs(86_400), &mut l.ban_window);
+    duration(sink, "ban_duration", secs(1), secs(7 * 86_400), &mut l.ban_duration);
     duration(
         sink,
         "policy_poll_interval",

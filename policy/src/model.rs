@@ -68,6 +68,18 @@ impl Policy {
                 .any(|r| r.allows_ip(ip))
     }
 
+    /// Is `ip` in an admin network: named in the `allow_ips` of a protected route? The
+    /// gateway lets such addresses past `max_connections` (up to twice it, each still within
+    /// `max_connections_per_ip`), so a flood from elsewhere that takes every connection
+    /// cannot lock the owner out.
+    pub fn is_admin_address(&self, ip: IpAddr) -> bool {
+        let ip = canonical_ip(ip);
+        self.routes
+            .iter()
+            .filter(|r| r.access == Access::Protected)
+            .any(|r| r.allow_ips.iter().any(|n| n.contains(&ip)))
+    }
+
     /// Is `host` (lower-case, without port) one of `server.hostnames`?
     pub fn serves_host(&self, host: &str) -> bool {
         self.server.hostnames.iter().any(|h| h.eq_ignore_ascii_case(host))
@@ -120,6 +132,18 @@ pub struct Server {
     pub public_url: Option<PublicUrl>,
     pub state_dir: String,
     pub log_dir: String,
+    /// Where Prometheus metrics are served, if anywhere: loopback or a Unix socket only.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// The metrics listener: never reachable from the network by construction (the parser
+/// refuses any address that is not loopback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback socket address (`127.0.0.1:9901`, `[::1]:9901`).
+    Tcp(SocketAddr),
+    /// An absolute path of a Unix socket.
+    Unix(String),
 }
 
 /// `https://HOST[:PORT]`, HOST one of the served hostnames.

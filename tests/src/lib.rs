@@ -12,6 +12,7 @@
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
 //! - [`pebble`] runs Debian's pebble, a real ACME CA, on loopback.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
+//! - [`metrics`] scrapes the gateway's Prometheus listener (TCP or Unix socket).
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -30,6 +31,7 @@ pub mod eventually;
 pub mod gateway;
 pub mod h2raw;
 pub mod login;
+pub mod metrics;
 pub mod oracle;
 pub mod pebble;
 pub mod pki;

@@ -97,3 +97,54 @@ pub fn oathtool(secret: &str, now: &str) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output").trim().to_owned()
 }
+
+/// The session cookie (`__Host-sekisho=…`) a response sets.
+pub fn session_cookie(r: &Response) -> Option<String> {
+    r.headers
+        .iter()
+        .find(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with("__Host-sekisho="))
+        .and_then(|(_, v)| v.split(';').next())
+        .map(str::to_owned)
+}
+
+/// Invites `user`, enrols TOTP from the admin address with the valid device, and returns
+/// (the TOTP secret, the session cookie the enrolment made).
+pub async fn enrol_totp(stack: &Stack, user: &str) -> (String, String) {
+    use crate::contexts::ADMIN_IP;
+    let printed = sekisho_user(stack, &["invite", user]);
+    let link = printed
+        .lines()
+        .find(|l| l.contains("/.sekisho/invite?t="))
+        .expect("an invitation link");
+    let path = link.get(link.find("/.sekisho/").unwrap_or(0)..).unwrap_or_default();
+    let page = send_from(stack, ADMIN_IP, true, get(path, "")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let form = format!(
+        "csrf={}&t={}",
+        enc(&input(&page.text(), "csrf")),
+        enc(&input(&page.text(), "t"))
+    );
+    let enrol = send_from(stack, ADMIN_IP, true, post("/.sekisho/invite", "", &form)).await;
+    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    let text = enrol.text();
+    let uri = text
+        .get(text.find("otpauth://").expect("an otpauth URI")..)
+        .unwrap_or_default();
+    let uri = uri.get(..uri.find('<').unwrap_or(uri.len())).unwrap_or_default();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("a secret")
+        .to_owned();
+    let form = format!(
+        "csrf={}&enrol={}&code={}",
+        enc(&input(&text, "csrf")),
+        enc(&input(&text, "enrol")),
+        oathtool(&secret, "now")
+    );
+    let done = send_from(stack, ADMIN_IP, true, post("/.sekisho/enrol/totp", "", &form)).await;
+    assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
+    let cookie = session_cookie(&done).expect("a session cookie after enrolment");
+    (secret, cookie)
+}

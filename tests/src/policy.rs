@@ -93,6 +93,8 @@ pub struct PolicySpec {
     pub limits: Vec<(String, String)>,
     /// `[notify]` entries, as TOML values; no table when empty.
     pub notify: Vec<(String, String)>,
+    /// Further `[server]` entries, as TOML values (e.g. `metrics`).
+    pub server: Vec<(String, String)>,
 }
 
 impl Default for PolicySpec {
@@ -104,6 +106,7 @@ impl Default for PolicySpec {
             routes: Vec::new(),
             limits: Vec::new(),
             notify: Vec::new(),
+            server: Vec::new(),
         }
     }
 }
@@ -135,6 +138,13 @@ impl PolicySpec {
         self
     }
 
+    /// Sets a further `[server]` key (value as TOML, e.g. `"\"127.0.0.1:9901\""`).
+    pub fn server_key(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.server.retain(|(k, _)| k != key);
+        self.server.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
     /// Believes X-Forwarded-For from these peers.
     pub fn trusting(mut self, cidrs: &[&str]) -> PolicySpec {
         self.trusted_proxies = cidrs.iter().map(|c| c.to_string()).collect();
@@ -161,13 +171,16 @@ pub struct PolicyFiles {
     pub log_dir: PathBuf,
 }
 
-/// The limits every test gateway gets unless the test overrides them: fast CRL polling, and
-/// timeouts long enough that they never decide a test by accident.
-const DEFAULT_LIMITS: [(&str, &str); 4] = [
+/// The limits every test gateway gets unless the test overrides them: fast CRL polling,
+/// timeouts long enough that they never decide a test by accident, and no bans (the corpus
+/// and log tests send hundreds of refused requests from one address on purpose; the ban
+/// tests in `tests/abuse.rs` set their own).
+const DEFAULT_LIMITS: [(&str, &str); 5] = [
     ("revocation_poll_interval", "\"1s\""),
     ("header_read_timeout", "\"10s\""),
     ("idle_timeout", "\"60s\""),
     ("upstream_connect_timeout", "\"2s\""),
+    ("ban_after_denials", "0"),
 ];
 
 /// Renders `spec` with `files` as policy TOML.
@@ -189,6 +202,9 @@ pub fn render(spec: &PolicySpec, files: &PolicyFiles) -> String {
     let _ = writeln!(out, "trusted_proxies = {}", list(&spec.trusted_proxies));
     let _ = writeln!(out, "state_dir = {}", path(&files.state_dir));
     let _ = writeln!(out, "log_dir = {}", path(&files.log_dir));
+    for (key, value) in &spec.server {
+        let _ = writeln!(out, "{key} = {value}");
+    }
     let _ = writeln!(out, "\n[session]\nidle_timeout = \"15m\"\nabsolute_timeout = \"8h\"");
     let _ = writeln!(
         out,

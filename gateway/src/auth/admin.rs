@@ -77,6 +77,19 @@ pub struct Status {
     /// The ACME certificate's state, when the policy uses `acme`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acme: Option<crate::acme::AcmeStatus>,
+    /// Bans and rate limits (`None` from a gateway that predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseStatus>,
+}
+
+/// Bans and rate limits, as `sekisho status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AbuseStatus {
+    pub banned: usize,
+    pub bans_total: u64,
+    pub rate_limited_total: u64,
+    pub tracked: usize,
+    pub max_tracked: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -141,6 +154,16 @@ pub fn status(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
             .server
             .acme()
             .map(|a| gw.acme.status(a, &active.policy.limits)),
+        abuse: {
+            let g = gw.guard.stats(std::time::Instant::now());
+            Some(AbuseStatus {
+                banned: g.banned,
+                bans_total: g.bans_total,
+                rate_limited_total: g.login_limited_total + g.request_limited_total,
+                tracked: g.tracked,
+                max_tracked: active.policy.limits.max_tracked_addresses,
+            })
+        },
     };
     Reply {
         ok: true,
@@ -284,16 +307,30 @@ pub fn socket_path(policy: &Policy) -> PathBuf {
     Path::new(&policy.server.state_dir).join(SOCKET)
 }
 
-/// Serves the control socket until the process ends. Only the gateway's own user may
-/// connect (the socket is 0600 and the peer's uid is checked).
-pub async fn serve(gw: Arc<crate::gateway::Gateway>, auth: Arc<Auth>) -> std::io::Result<()> {
+/// The bound control socket and the uid allowed to use it.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: tokio::net::UnixListener,
+    owner: u32,
+}
+
+/// Binds the control socket (0600). Done before the gateway says it is ready, so that a
+/// `sekisho user` run right after start finds the gateway rather than its locked state.
+pub fn bind(policy: &Policy) -> std::io::Result<ControlSocket> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    let path = socket_path(&gw.active().policy);
+    let path = socket_path(policy);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let owner = std::fs::metadata(&path)?.uid();
+    Ok(ControlSocket { listener, owner })
+}
+
+/// Serves the control socket until the process ends. Only the gateway's own user may
+/// connect (the socket is 0600 and the peer's uid is checked).
+pub async fn serve(socket: ControlSocket, gw: Arc<crate::gateway::Gateway>, auth: Arc<Auth>) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let ControlSocket { listener, owner } = socket;
     loop {
         let (stream, _) = listener.accept().await?;
         if stream.peer_cred().map(|c| c.uid()).ok() != Some(owner) {

@@ -117,7 +117,7 @@ where
             served("csrf_cross_origin", None),
         );
     }
-    let form = match read_form(body).await {
+    let form = match read_form(body, policy.limits.body_read_timeout).await {
         Some(f) => f,
         None => {
             return (
@@ -249,12 +249,17 @@ fn same_origin(h: &http::HeaderMap, origin: &Origin) -> bool {
     origin_ok && site_ok
 }
 
-async fn read_form<B>(body: B) -> Option<String>
+/// The form, if it arrives whole, within [`MAX_FORM_BYTES`] and `within` (a trickled form
+/// does not hold the connection longer than `body_read_timeout`).
+async fn read_form<B>(body: B, within: std::time::Duration) -> Option<String>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let collected = Limited::new(body, MAX_FORM_BYTES).collect().await.ok()?;
+    let collected = tokio::time::timeout(within, Limited::new(body, MAX_FORM_BYTES).collect())
+        .await
+        .ok()?
+        .ok()?;
     String::from_utf8(collected.to_bytes().to_vec()).ok()
 }
 

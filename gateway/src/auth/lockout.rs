@@ -1,7 +1,8 @@
 //! Lockout: `max_failures` failed second-factor attempts within `window` lock the user
 //! name (canonical, whether or not such a user exists) and the source address for
 //! `duration`, doubled for each lock in a row (up to 32×). A success clears the user's
-//! counters. Counters live in the store, updated by compare-and-swap.
+//! counters. Counters live in the store, updated by compare-and-swap; spent ones are
+//! removed by the sweep (`auth::sweep`, [`spent`]).
 
 use crate::store::{Store, StoreError, Tree};
 use sekisho_policy::LockoutSettings;
@@ -84,6 +85,22 @@ pub fn fail(
     }
     store.flush()?;
     Ok(locked)
+}
+
+/// Whether a stored counter has nothing left to remember at `now`: no failure within the
+/// window, no lock running, and its last lock ended longer ago than the longest a doubled
+/// lock lasts (so forgetting it cannot shorten the next lock of a persistent attacker by
+/// more than that). An unreadable counter is spent too: `fail` would start it afresh.
+pub fn spent(stored: &[u8], settings: &LockoutSettings, now: i64) -> bool {
+    let Ok(c) = serde_json::from_slice::<Counter>(stored) else {
+        return true;
+    };
+    let window = i64::try_from(settings.window.as_secs()).unwrap_or(i64::MAX);
+    let duration = i64::try_from(settings.duration.as_secs()).unwrap_or(i64::MAX);
+    let memory = duration.saturating_mul(1 << MAX_BACKOFF_SHIFT);
+    let recent_failure = c.failures.iter().any(|t| now.saturating_sub(*t) < window);
+    let remembered_lock = c.locks > 0 && now.saturating_sub(c.locked_until) < memory;
+    !recent_failure && c.locked_until <= now && !remembered_lock
 }
 
 /// Clears the counter of `key` after a success.

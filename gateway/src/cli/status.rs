@@ -1,5 +1,5 @@
 //! `sekisho status`: asks the running gateway over its control socket what it serves and
-//! whether anything needs attention. Exit 0 healthy, 1 something needs attention (the
+//! whether anything needs attention (bans are shown, not judged: being attacked is normal). Exit 0 healthy, 1 something needs attention (the
 //! device CRL or the server certificate expires within [`WARN_DAYS`], or the access log
 //! cannot be written), 3 no gateway is running.
 
@@ -157,6 +157,13 @@ fn render(s: &Status) -> (String, Vec<String>) {
             let _ = writeln!(out, "sessions        unknown (the state could not be read)");
         }
     }
+    if let Some(a) = &s.abuse {
+        let _ = writeln!(
+            out,
+            "abuse           {} banned now ({} since start), {} rate-limited, {} of {} addresses tracked",
+            a.banned, a.bans_total, a.rate_limited_total, a.tracked, a.max_tracked
+        );
+    }
     let seq = s
         .audit_last_seq
         .map_or_else(|| "no record yet".to_owned(), |n| format!("last seq {n}"));
@@ -252,6 +259,13 @@ mod tests {
             audit_writable: true,
             audit_last_seq: Some(41),
             acme: None,
+            abuse: Some(crate::auth::admin::AbuseStatus {
+                banned: 2,
+                bans_total: 5,
+                rate_limited_total: 9,
+                tracked: 12,
+                max_tracked: 10_000,
+            }),
         }
     }
 
@@ -263,6 +277,7 @@ mod tests {
         assert!(out.contains("1 revoked"), "{out}");
         assert!(out.contains("last seq 41"), "{out}");
         assert!(out.contains("3 open"), "{out}");
+        assert!(out.contains("2 banned now (5 since start), 9 rate-limited"), "{out}");
     }
 
     #[test]

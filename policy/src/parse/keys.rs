@@ -141,6 +141,11 @@ pub(crate) const SERVER: &[Key] = &[
     ),
     key("state_dir", Kind::String, "Sessions, enrolments and counters."),
     key("log_dir", Kind::String, "The signed audit log."),
+    key(
+        "metrics",
+        Kind::String,
+        "Prometheus metrics listener: a loopback address (\"127.0.0.1:9901\") or a Unix socket path.",
+    ),
 ];
 
 /// The ACME challenge types, in the policy's (and RFC 8555/8737's) spelling.
@@ -255,6 +260,11 @@ pub(crate) const LIMITS: &[Key] = &[
         Kind::Duration,
         "Time to receive the request head.",
     ),
+    key(
+        "body_read_timeout",
+        Kind::Duration,
+        "Time to receive the whole request body (408 beyond).",
+    ),
     key("idle_timeout", Kind::Duration, "Idle keep-alive connection lifetime."),
     key(
         "tls_handshake_timeout",
@@ -326,6 +336,42 @@ pub(crate) const LIMITS: &[Key] = &[
         "acme_request_timeout",
         Kind::Duration,
         "Time one request to the ACME CA may take.",
+    ),
+    key(
+        "ban_after_denials",
+        Kind::Integer(0, 100_000),
+        "Denials from one address within ban_window that ban it (0: no bans).",
+    ),
+    key("ban_window", Kind::Duration, "The window denials are counted in."),
+    key(
+        "ban_duration",
+        Kind::Duration,
+        "How long a ban lasts (doubled for a repeat, up to 32x).",
+    ),
+    key(
+        "max_tracked_addresses",
+        Kind::Integer(16, 1_000_000),
+        "Client addresses tracked for bans and rate limits (bounded).",
+    ),
+    key(
+        "login_rate_per_minute",
+        Kind::Integer(0, 100_000),
+        "POSTs to /.sekisho/ per minute and address (429 beyond; 0: off).",
+    ),
+    key(
+        "login_burst",
+        Kind::Integer(1, 100_000),
+        "POSTs to /.sekisho/ allowed at once.",
+    ),
+    key(
+        "request_rate_per_second",
+        Kind::Integer(0, 1_000_000),
+        "Requests per second and address (429 beyond; 0, the default: off).",
+    ),
+    key(
+        "request_burst",
+        Kind::Integer(1, 1_000_000),
+        "Requests allowed at once before request_rate_per_second applies.",
     ),
 ];
 

@@ -4,7 +4,7 @@
 use super::diagnostic::Sink;
 use super::values;
 use super::walk::Table;
-use crate::model::{Acme, AcmeChallenge, ClientCertMode, PublicUrl, Server, ServerCertificate};
+use crate::model::{Acme, AcmeChallenge, ClientCertMode, MetricsListen, PublicUrl, Server, ServerCertificate};
 use std::net::SocketAddr;
 
 /// A server value used only to keep walking after `[server]` was missing; `parse` never
@@ -25,6 +25,7 @@ pub(super) fn placeholder() -> Server {
         public_url: None,
         state_dir: String::new(),
         log_dir: String::new(),
+        metrics: None,
     }
 }
 
@@ -169,7 +170,18 @@ pub(super) fn read(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Server {
     let state_dir = dir(sink, "state_dir", "/var/lib/sekisho");
     let log_dir = dir(sink, "log_dir", "/var/log/sekisho");
 
+    let metrics = t
+        .string(sink, "metrics")
+        .and_then(|s| match metrics_listen(&s.value, &listen) {
+            Ok(m) => Some(m),
+            Err(b) => {
+                sink.error_help(s.span, b.message, b.help);
+                None
+            }
+        });
+
     Server {
+        metrics,
         listen,
         hostnames,
         certificate,
@@ -383,4 +395,37 @@ fn read_http_listen(
         }
     }
     out
+}
+
+/// `metrics = "127.0.0.1:9901"` or `"/run/sekisho/metrics.sock"`: loopback or a Unix
+/// socket, never an address other hosts can reach, and not one of the TLS listeners.
+fn metrics_listen(value: &str, listen: &[std::net::SocketAddr]) -> Result<MetricsListen, values::Bad> {
+    let help = "metrics are for this host only: write \"127.0.0.1:9901\", \"[::1]:9901\" or a Unix socket path such as \"/run/sekisho/metrics.sock\"";
+    if value.starts_with('/') {
+        return Ok(MetricsListen::Unix(value.to_owned()));
+    }
+    let addr = values::socket_addr(value).map_err(|_| {
+        values::bad(
+            format!(
+                "`metrics` = \"{}\" is neither a socket address nor an absolute path",
+                value.escape_debug()
+            ),
+            help,
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(values::bad(
+            format!(
+                "`metrics` = \"{addr}\" is not a loopback address: anyone who can reach it would read the gateway's counters"
+            ),
+            help,
+        ));
+    }
+    if listen.contains(&addr) {
+        return Err(values::bad(
+            format!("`metrics` = \"{addr}\" is also in `listen`"),
+            "give metrics a port of its own",
+        ));
+    }
+    Ok(MetricsListen::Tcp(addr))
 }

@@ -15,7 +15,7 @@ pub(crate) struct Bad {
     pub help: String,
 }
 
-fn bad(message: impl Into<String>, help: impl Into<String>) -> Bad {
+pub(crate) fn bad(message: impl Into<String>, help: impl Into<String>) -> Bad {
     Bad {
         message: message.into(),
         help: help.into(),

@@ -404,6 +404,39 @@ fn one_problem_each() {
             with("[limits]\nmax_connections = 10\nmax_connections_per_ip = 11"),
             &["`max_connections_per_ip` is larger than `max_connections`"],
         ),
+        (
+            "metrics on a public address",
+            BASE.replace("client_certificates", "metrics = \"0.0.0.0:9901\"\nclient_certificates"),
+            &[
+                "p.toml:9:11: error: `metrics` = \"0.0.0.0:9901\" is not a loopback address|\"127.0.0.1:9901\"|Unix socket path",
+            ],
+        ),
+        (
+            "metrics on a TLS listener",
+            BASE.replace(
+                "client_certificates",
+                "metrics = \"127.0.0.1:8443\"\nclient_certificates",
+            ),
+            &["`metrics` = \"127.0.0.1:8443\" is also in `listen`"],
+        ),
+        (
+            "metrics neither address nor path",
+            BASE.replace(
+                "client_certificates",
+                "metrics = \"localhost:9901\"\nclient_certificates",
+            ),
+            &["`metrics` = \"localhost:9901\" is neither a socket address nor an absolute path"],
+        ),
+        (
+            "ban window out of range",
+            with("[limits]\nban_window = \"0s\""),
+            &["`ban_window` = \"0s\" is out of range"],
+        ),
+        (
+            "login burst zero",
+            with("[limits]\nlogin_burst = 0"),
+            &["`login_burst` is out of range"],
+        ),
         ("missing server", "version = 1\n".to_string(), &["missing key `server`"]),
         (
             "empty allow_ips",
@@ -819,4 +852,54 @@ fn acme_problems() {
             panic!("case {name:?}: {why}");
         }
     }
+}
+
+#[test]
+fn metrics_on_loopback_or_a_unix_socket_is_accepted() {
+    use sekisho_policy::MetricsListen;
+    let cases = [
+        ("127.0.0.1:9901", MetricsListen::Tcp("127.0.0.1:9901".parse().unwrap())),
+        ("[::1]:9901", MetricsListen::Tcp("[::1]:9901".parse().unwrap())),
+        (
+            "/run/sekisho/metrics.sock",
+            MetricsListen::Unix("/run/sekisho/metrics.sock".into()),
+        ),
+    ];
+    for (value, want) in cases {
+        let text = BASE.replace(
+            "client_certificates",
+            &format!("metrics = \"{value}\"\nclient_certificates"),
+        );
+        let policy = parse("p.toml", &text).unwrap_or_else(|d| panic!("{value}: {d}"));
+        assert_eq!(policy.server.metrics, Some(want));
+    }
+    assert_eq!(
+        parse("p.toml", BASE).unwrap().server.metrics,
+        None,
+        "off unless asked for"
+    );
+}
+
+#[test]
+fn admin_addresses_are_those_a_protected_route_names() {
+    let policy = parse(
+        "p.toml",
+        &with(
+            "[[route]]\nname = \"admin\"\npaths = [\"/admin\"]\nupstream = \"app\"\naccess = \"protected\"\n\
+             allow_ips = [\"203.0.113.0/24\"]\nsecond_factor = [\"totp\"]\ngroups = [\"admins\"]\n\
+             [[route]]\nname = \"shop\"\npaths = [\"/shop\"]\nupstream = \"app\"\naccess = \"public\"\n\
+             allow_ips = [\"198.51.100.0/24\"]\n",
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert!(policy.is_admin_address("203.0.113.5".parse().unwrap()));
+    assert!(
+        policy.is_admin_address("::ffff:203.0.113.5".parse().unwrap()),
+        "mapped IPv4"
+    );
+    assert!(
+        !policy.is_admin_address("198.51.100.1".parse().unwrap()),
+        "a public route's list"
+    );
+    assert!(!policy.is_admin_address("192.0.2.1".parse().unwrap()));
 }
