@@ -44,11 +44,11 @@ pub use cases::{
 pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, SessionFacts, decide, explain};
 pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
-pub use limits::Limits;
+pub use limits::{Limits, LogSettings, log_fixed, MIN_RECOMMENDED_RETENTION_DAYS, PublicWhenUnwritable};
 pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
 pub use model::{
-    Access, ClientCertMode, Factor, LockoutSettings, NotifySettings, Policy, Route, RouteId, Server, SessionSettings,
-    Smtp, SmtpTls, Upstream, User,
+    Access, ClientCertMode, Factor, LockoutSettings, LogRemote, NotifySettings, Policy, RemoteTarget, Route, RouteId,
+    Server, SessionSettings, Ship, Smtp, SmtpTls, Upstream, User,
 };
 pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
 pub use schema::json_schema;
