@@ -195,7 +195,9 @@ impl Gateway {
             tracing::warn!("listen addresses changed in the policy; they take effect at the next restart");
         }
         if policy.log.reload_needs_restart(&old.policy.log) {
-            tracing::warn!("[log] settings changed in the policy; the writer and the remote copy take them at the next restart");
+            tracing::warn!(
+                "[log] settings changed in the policy; the writer and the remote copy take them at the next restart"
+            );
         }
         crate::reload::end_sessions_of_removed_identities(&old.policy, &policy);
         let next = self.swap(Arc::new(policy), Arc::new(tls), Arc::new(version));

@@ -49,7 +49,9 @@ fn open_audit(policy: &sekisho_policy::Policy, clock: SharedClock) -> anyhow::Re
                 "[log] danger_disable_audit = true turns the access log off; it is for the benchmark only (set SEKISHO_DANGER_BENCHMARK=1 there), never for a gateway in service"
             );
         }
-        tracing::error!("DANGER: the access log is OFF ([log] danger_disable_audit, benchmark only): nothing is recorded");
+        tracing::error!(
+            "DANGER: the access log is OFF ([log] danger_disable_audit, benchmark only): nothing is recorded"
+        );
         eprintln!("sekisho: DANGER: the access log is off (benchmark only)");
         return Ok(AuditLog::danger_disabled(log_dir));
     }

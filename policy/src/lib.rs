@@ -44,7 +44,7 @@ pub use cases::{
 pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, SessionFacts, decide, explain};
 pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
-pub use limits::{Limits, LogSettings, log_fixed, MIN_RECOMMENDED_RETENTION_DAYS, PublicWhenUnwritable};
+pub use limits::{Limits, LogSettings, MIN_RECOMMENDED_RETENTION_DAYS, PublicWhenUnwritable, log_fixed};
 pub use lint::{Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint};
 pub use model::{
     Access, ClientCertMode, Factor, LockoutSettings, LogRemote, NotifySettings, Policy, RemoteTarget, Route, RouteId,

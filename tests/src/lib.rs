@@ -11,6 +11,7 @@
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
+//! - [`syslog`] is a syslog-over-TLS receiver (RFC 5425/5424) for the log's remote copy.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -34,4 +35,5 @@ pub mod policy;
 pub mod ports;
 pub mod scratch;
 pub mod smtp;
+pub mod syslog;
 pub mod upstream;

@@ -93,6 +93,10 @@ pub struct PolicySpec {
     pub limits: Vec<(String, String)>,
     /// `[notify]` entries, as TOML values; no table when empty.
     pub notify: Vec<(String, String)>,
+    /// `[log]` entries, as TOML values; no table when empty.
+    pub log: Vec<(String, String)>,
+    /// `[log.remote]` entries, as TOML values; no table when empty.
+    pub log_remote: Vec<(String, String)>,
 }
 
 impl Default for PolicySpec {
@@ -104,6 +108,8 @@ impl Default for PolicySpec {
             routes: Vec::new(),
             limits: Vec::new(),
             notify: Vec::new(),
+            log: Vec::new(),
+            log_remote: Vec::new(),
         }
     }
 }
@@ -132,6 +138,20 @@ impl PolicySpec {
     pub fn notify(mut self, key: &str, toml_value: &str) -> PolicySpec {
         self.notify.retain(|(k, _)| k != key);
         self.notify.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
+    /// Sets a `[log]` key (value as TOML, e.g. `"\"200ms\""` or `"400"`).
+    pub fn log(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.log.retain(|(k, _)| k != key);
+        self.log.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
+    /// Sets a `[log.remote]` key (value as TOML).
+    pub fn log_remote(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.log_remote.retain(|(k, _)| k != key);
+        self.log_remote.push((key.to_string(), toml_value.to_string()));
         self
     }
 
@@ -197,6 +217,18 @@ pub fn render(spec: &PolicySpec, files: &PolicyFiles) -> String {
     if !spec.notify.is_empty() {
         let _ = writeln!(out, "\n[notify]");
         for (key, value) in &spec.notify {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
+    if !spec.log.is_empty() {
+        let _ = writeln!(out, "\n[log]");
+        for (key, value) in &spec.log {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
+    if !spec.log_remote.is_empty() {
+        let _ = writeln!(out, "\n[log.remote]");
+        for (key, value) in &spec.log_remote {
             let _ = writeln!(out, "{key} = {value}");
         }
     }

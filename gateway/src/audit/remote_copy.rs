@@ -13,6 +13,9 @@ use super::chain::{self, Digest, META_KINDS, hex};
 use super::verify::{Finding, Report};
 use std::collections::BTreeMap;
 
+/// How many records the local log lacks are named one by one.
+const MAX_NAMED: usize = 3;
+
 /// A record of the remote copy that the local log must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -145,8 +148,16 @@ impl RemoteCopy {
                 }),
             }
         }
-        // The newest checkpoint the local log lacks says most; name it first.
+        // The newest checkpoint the local log lacks says most; name it first, and count the
+        // rest beyond a few.
         lacking.reverse();
+        if lacking.len() > MAX_NAMED {
+            let more = lacking.len() - MAX_NAMED;
+            lacking.truncate(MAX_NAMED);
+            report.notes.push(format!(
+                "{more} earlier checkpoint(s) or header(s) of the remote copy are not in the local log either"
+            ));
+        }
         if let Some(c) = self.conflicts.first() {
             report.notes.push(format!(
                 "the remote copy holds two different records for seq {c} ({} such seq): it was fed by two logs, or altered",
@@ -154,27 +165,28 @@ impl RemoteCopy {
             ));
         }
         if self.unreadable > 0 {
-            report
-                .notes
-                .push(format!("{} line(s) of the remote copy are not records (ignored)", self.unreadable));
+            report.notes.push(format!(
+                "{} line(s) of the remote copy are not records (ignored)",
+                self.unreadable
+            ));
         }
         if earlier > 0 {
             report.notes.push(format!(
                 "{earlier} record(s) of the remote copy predate the local log (deleted by retention)"
             ));
         }
-        let last = self
-            .last_checkpoint()
-            .map_or("no checkpoint".to_owned(), |(s, m)| {
-                format!("last checkpoint seq {s} sha256 {}", hex(&m.hash))
-            });
+        let last = self.last_checkpoint().map_or("no checkpoint".to_owned(), |(s, m)| {
+            format!("last checkpoint seq {s} sha256 {}", hex(&m.hash))
+        });
         if lacking.is_empty() {
             report.notes.push(format!(
                 "the remote copy ({} record(s), {last}) agrees with the local log ({matched} checkpoint(s) and header(s) compared)",
                 self.records
             ));
         } else {
-            report.notes.push(format!("remote copy: {} record(s), {last}", self.records));
+            report
+                .notes
+                .push(format!("remote copy: {} record(s), {last}", self.records));
             report.tampering.extend(lacking);
         }
     }
@@ -230,7 +242,12 @@ mod tests {
         copy.compare(&mut report, &cut, Some(0), "remote");
         let first = report.tampering.first().unwrap();
         assert_eq!(first.seq, Some(6), "{first}");
-        assert!(report.tampering.iter().any(|f| f.seq == Some(5) && f.what.contains("checkpoint seq 5")));
+        assert!(
+            report
+                .tampering
+                .iter()
+                .any(|f| f.seq == Some(5) && f.what.contains("checkpoint seq 5"))
+        );
         assert!(first.what.contains("ends at seq 3"), "{first}");
     }
 }

@@ -276,11 +276,7 @@ pub(crate) fn frame(out: &mut Vec<u8>, line: &[u8], hostname: &str, pid: u32) {
 
 /// A header field: printable US-ASCII only, at most `max` characters, `-` when empty.
 fn header_field(s: &str, max: usize) -> String {
-    let f: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(max)
-        .collect();
+    let f: String = s.chars().filter(|c| c.is_ascii_graphic()).take(max).collect();
     if f.is_empty() { "-".into() } else { f }
 }
 
@@ -333,7 +329,11 @@ mod tests {
 
     #[test]
     fn a_record_is_framed_as_rfc5425_around_an_rfc5424_message() {
-        let line = br#"{"seq":7,"prev":"00","time":1767225600,"kind":"checkpoint","epoch":0,"sig":"ab"}"#;
+        let line = format!(
+            r#"{{"seq":7,"prev":"{}","time":1767225600,"kind":"checkpoint","epoch":0,"sig":"ab"}}"#,
+            "0".repeat(64)
+        );
+        let line = line.as_bytes();
         let mut out = Vec::new();
         frame(&mut out, line, "gw.example.jp", 42);
         let text = String::from_utf8(out).unwrap();
@@ -347,7 +347,12 @@ mod tests {
             )
         );
         let mut out = Vec::new();
-        frame(&mut out, br#"{"seq":8,"prev":"00","time":0,"kind":"access"}"#, "", 1);
-        assert!(String::from_utf8(out).unwrap().contains(" <110>1 1970-01-01T00:00:00Z - sekisho 1 access - "));
+        let access = format!(r#"{{"seq":8,"prev":"{}","time":0,"kind":"access"}}"#, "0".repeat(64));
+        frame(&mut out, access.as_bytes(), "", 1);
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains(" <110>1 1970-01-01T00:00:00Z - sekisho 1 access - ")
+        );
     }
 }

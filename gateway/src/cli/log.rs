@@ -4,15 +4,15 @@
 //! Exit codes (for scripts): 0 intact, 1 tampering found, 2 usage or I/O error, 3 intact
 //! but the last line is torn (a crash mid-write that no restart has named yet).
 
+use crate::audit::chain;
 use crate::audit::query::{self, Filter};
+use crate::audit::remote_copy::RemoteCopy;
 use crate::audit::seal::SealState;
 use crate::audit::verify::{self, Report};
-use crate::audit::chain;
-use crate::audit::remote_copy::RemoteCopy;
-use std::collections::BTreeMap;
 use crate::clock::Clock;
 use anyhow::Context as _;
 use clap::Subcommand;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,7 +95,8 @@ pub fn run(command: LogCommand, clock: &dyn Clock) -> anyhow::Result<ExitCode> {
             remote: Some(remote),
         } => {
             let key = parse_key(key.as_deref())?;
-            let text = std::fs::read(&remote).with_context(|| format!("{}: cannot read the remote copy", remote.display()))?;
+            let text =
+                std::fs::read(&remote).with_context(|| format!("{}: cannot read the remote copy", remote.display()))?;
             let report = verify_against(&dir, key, &RemoteCopy::read(&text), &remote.display().to_string())?;
             print_report(&dir, &report);
             Ok(exit_code(&report))

@@ -99,7 +99,10 @@ fn read_remote(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Option<LogRemote> {
             other => {
                 sink.error_help(
                     s.span,
-                    format!("`ship` = \"{}\" is not one of records, checkpoints", other.escape_debug()),
+                    format!(
+                        "`ship` = \"{}\" is not one of records, checkpoints",
+                        other.escape_debug()
+                    ),
                     "write \"records\" (every record, default) or \"checkpoints\" (seals only)",
                 );
                 Ship::Records
@@ -108,7 +111,11 @@ fn read_remote(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Option<LogRemote> {
     };
     let ca_file = t.string(sink, "ca_file").and_then(|s| {
         if s.value.is_empty() || s.value.chars().any(char::is_control) {
-            sink.error_help(s.span, "`ca_file` is empty or has control characters", "write the PEM file's path");
+            sink.error_help(
+                s.span,
+                "`ca_file` is empty or has control characters",
+                "write the PEM file's path",
+            );
             None
         } else {
             Some(s.value)

@@ -186,7 +186,11 @@ fn a_short_log_retention_is_an_error_with_its_place_and_remedy() {
     assert_eq!((f.line, f.column), (BASE.lines().count() + 3, 18));
     assert!(f.help.contains("retention_days = 365"), "{}", f.help);
     // A year or more is fine.
-    assert!(!lint_codes(&with("[log]\nretention_days = 400\n")).iter().any(|c| c.starts_with("log-")));
+    assert!(
+        !lint_codes(&with("[log]\nretention_days = 400\n"))
+            .iter()
+            .any(|c| c.starts_with("log-"))
+    );
 }
 
 #[test]

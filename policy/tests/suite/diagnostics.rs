@@ -645,7 +645,10 @@ fn log_table_is_read_with_defaults() {
     assert_eq!(p.log, sekisho_policy::LogSettings::default());
     assert_eq!(p.log.retention_days, 365);
     assert!(p.log.public_waits_for_fsync);
-    assert_eq!(p.log.public_when_unwritable, sekisho_policy::PublicWhenUnwritable::Serve);
+    assert_eq!(
+        p.log.public_when_unwritable,
+        sekisho_policy::PublicWhenUnwritable::Serve
+    );
     let p = parse(
         "p.toml",
         &with(
@@ -657,7 +660,10 @@ fn log_table_is_read_with_defaults() {
     )
     .unwrap_or_else(|d| panic!("{d}"));
     let l = &p.log;
-    assert_eq!((l.retention_days, l.checkpoint_records, l.max_batch, l.remote_queue), (400, 10, 64, 100));
+    assert_eq!(
+        (l.retention_days, l.checkpoint_records, l.max_batch, l.remote_queue),
+        (400, 10, 64, 100)
+    );
     assert_eq!(l.checkpoint_interval, std::time::Duration::from_millis(500));
     assert_eq!(l.seal_epoch, std::time::Duration::from_secs(900));
     assert_eq!(l.remote_retry_max, std::time::Duration::from_secs(5));
@@ -698,7 +704,9 @@ fn log_table_problems() {
         (
             "retention zero",
             l("retention_days = 0\n"),
-            &[&format!("p.toml:{first}:18: error: `retention_days` is out of range|use an integer from 1 to 36500")],
+            &[&format!(
+                "p.toml:{first}:18: error: `retention_days` is out of range|use an integer from 1 to 36500"
+            )],
         ),
         (
             "checkpoint interval not a duration",
@@ -720,7 +728,11 @@ fn log_table_problems() {
             l("public_when_unwritable = \"503\"\n"),
             &["`public_when_unwritable` = \"503\" is not one of serve, refuse|help: write \"serve\""],
         ),
-        ("wrong type", l("public_waits_for_fsync = \"yes\"\n"), &["`public_waits_for_fsync` must be true or false"]),
+        (
+            "wrong type",
+            l("public_waits_for_fsync = \"yes\"\n"),
+            &["`public_waits_for_fsync` must be true or false"],
+        ),
         (
             "remote without a receiver",
             with("[log.remote]\nship = \"records\"\n"),
@@ -729,7 +741,10 @@ fn log_table_problems() {
         (
             "remote receiver malformed",
             with("[log.remote]\nsyslog = \"logs.example.jp:syslog\"\n"),
-            &[&format!("p.toml:{}:10: error: `syslog` = \"logs.example.jp:syslog\" is not host:port", first)],
+            &[&format!(
+                "p.toml:{}:10: error: `syslog` = \"logs.example.jp:syslog\" is not host:port",
+                first
+            )],
         ),
         (
             "remote ship misspelt and unknown key",
