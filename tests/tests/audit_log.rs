@@ -215,12 +215,22 @@ async fn a_full_disk_refuses_protected_requests_and_service_resumes_when_space_r
         "{}",
         gateway.stderr_text()
     );
-    // Public pages are still served.
+    // Public pages are still served (`[log] public_when_unwritable` defaults to "serve") …
     assert_eq!(status(&stack, "/public/").await, Some(200));
+    // … and refused once the owner says so (read per request: a reload is enough).
+    let text = std::fs::read_to_string(&policy_path).unwrap();
+    std::fs::write(&policy_path, text + "\n[log]\npublic_when_unwritable = \"refuse\"\n").unwrap();
+    assert_eventually_async!(
+        Duration::from_secs(10),
+        status(&stack, "/public/").await == Some(503),
+        "public pages still served with public_when_unwritable = \"refuse\":\n{}",
+        gateway.stderr_text()
+    );
 
     // Space returns: service resumes by itself.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(status(&stack, "/admin/after").await, Some(403));
+    assert_eq!(status(&stack, "/public/").await, Some(200));
     assert_eventually_async!(
         Duration::from_secs(5),
         gateway.stderr_text().contains("audit log writable again")
