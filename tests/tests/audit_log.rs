@@ -497,3 +497,25 @@ async fn shipping_reconnects_after_the_receiver_drops_the_connection() {
     });
     assert_eq!(receiver.errors(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn the_benchmark_switch_that_turns_the_log_off_is_refused_outside_a_benchmark() {
+    let mut stack = Stack::start(Context::A, |spec| spec);
+    assert!(stack.gateway.terminate(Duration::from_secs(10)).is_some());
+    let policy = std::fs::read_to_string(&stack.gateway.policy_path).unwrap();
+    let path = stack.gateway.policy_path.with_file_name("no-log.toml");
+    std::fs::write(&path, policy + "\n[log]\ndanger_disable_audit = true\n").unwrap();
+    let (mut child, stderr) = sekisho_tests::gateway::spawn_run(&path);
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("danger_disable_audit = true turns the access log off")),
+        "{:?}",
+        stderr.lock().unwrap()
+    );
+}

@@ -180,6 +180,10 @@ impl Peer {
                     c
                 }
                 Err(e) => {
+                    // Stopping, with nothing left to send: give up.
+                    if rx.is_closed() && rx.is_empty() && pending.is_empty() {
+                        return;
+                    }
                     if !failing || pause >= self.retry_max {
                         tracing::error!(receiver = %self.addr(), error = %e, retry_in_ms = pause.as_millis() as u64, "REMOTE LOG RECEIVER UNREACHABLE: records wait in the queue (dropped and counted when it is full)");
                     }
