@@ -215,9 +215,10 @@ pub struct LogSettings {
     /// What public routes do while the log cannot be written (protected routes always get
     /// 503). Default `Serve`.
     pub public_when_unwritable: PublicWhenUnwritable,
-    /// Records waiting to be shipped to `[log.remote]`; when full, new records are not
-    /// queued (counted, and the count is written to the log as a `remote_dropped` record).
-    /// 16 to 1,000,000. Default 16384 (a few MiB).
+    /// Records waiting to be shipped to `[log.remote]` (besides the one batch, at most
+    /// 256 KiB, being sent); when full, new records are not queued (counted, and the count
+    /// is written to the log as a `remote_dropped` record). 16 to 1,000,000. Default 16384
+    /// (a few MiB).
     pub remote_queue: usize,
     /// The longest pause between two attempts to reach `[log.remote]` (the pause doubles
     /// from 100ms up to this). 1s to 1h. Default 30s.

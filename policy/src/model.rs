@@ -234,6 +234,12 @@ pub enum RemoteTarget {
         /// Default 6514 (RFC 5425).
         port: u16,
     },
+    /// HTTPS POST of JSON batches: `{"gateway": HOST, "records": ["<line>", …]}`, each
+    /// record as a string holding its exact line; a 2xx answer acknowledges the batch.
+    Https {
+        /// `https://host[:port]/path`, as written.
+        url: String,
+    },
 }
 
 /// `ship`.

@@ -11,7 +11,8 @@
 //!   bypass corpus; [`contexts`] maps corpus contexts to running gateways.
 //! - [`audit`] reads the gateway's access log and runs `sekisho log verify` on it.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
-//! - [`syslog`] is a syslog-over-TLS receiver (RFC 5425/5424) for the log's remote copy.
+//! - [`syslog`] is a syslog-over-TLS receiver (RFC 5425/5424) for the log's remote copy;
+//!   [`https_sink`] receives the same copy as JSON batches over HTTPS.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -28,6 +29,7 @@ pub mod corpus;
 pub mod eventually;
 pub mod gateway;
 pub mod h2raw;
+pub mod https_sink;
 pub mod login;
 pub mod oracle;
 pub mod pki;

@@ -65,23 +65,8 @@ impl SyslogReceiver {
     }
 
     fn start_with(close_first_after: Option<usize>) -> SyslogReceiver {
-        let dir = scratch::dir("syslog");
-        let ca = Authority::new(&dir, "syslog-ca", "Sekisho Test Syslog CA");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("receiver certificate parameters");
-        params.subject_alt_names = vec![SanType::IpAddress(RECEIVER_IP.parse().expect("receiver ip"))];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
-        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
-        let cred = ca.issue(params, &dir, "syslog-server");
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cred.key_der.clone()));
-        let chain: Vec<CertificateDer<'static>> = vec![cred.cert_der.clone()];
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .expect("receiver certificate");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (config, ca_file) = receiver_tls("syslog");
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
 
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let connections = Arc::new(AtomicUsize::new(0));
@@ -128,7 +113,7 @@ impl SyslogReceiver {
         let addr = addr_rx.recv().expect("syslog receiver address");
         SyslogReceiver {
             addr,
-            ca_file: ca.cert_pem_path.clone(),
+            ca_file,
             inbox,
             connections,
             stop: Some(stop),
@@ -180,6 +165,28 @@ impl Drop for SyslogReceiver {
             let _ = stop.send(());
         }
     }
+}
+
+/// A TLS server identity for a log receiver on [`RECEIVER_IP`]: a CA made now (its PEM
+/// returned for `ca_file`) and a certificate for the address.
+pub(crate) fn receiver_tls(purpose: &str) -> (Arc<rustls::ServerConfig>, PathBuf) {
+    let dir = scratch::dir(purpose);
+    let ca = Authority::new(&dir, "receiver-ca", "Sekisho Test Log Receiver CA");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("receiver certificate parameters");
+    params.subject_alt_names = vec![SanType::IpAddress(RECEIVER_IP.parse().expect("receiver ip"))];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let cred = ca.issue(params, &dir, "receiver");
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cred.key_der.clone()));
+    let chain: Vec<CertificateDer<'static>> = vec![cred.cert_der.clone()];
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("receiver certificate");
+    (Arc::new(config), ca.cert_pem_path.clone())
 }
 
 fn push_error(inbox: &Mutex<Inbox>, e: String) {

@@ -18,6 +18,7 @@ use std::time::Duration;
 use sekisho_tests::assert_eventually_async;
 use sekisho_tests::audit::{self, Process};
 use sekisho_tests::contexts::{ADMIN_HOST, Context, OUTSIDER_IP, Stack};
+use sekisho_tests::https_sink::HttpsLogSink;
 use sekisho_tests::policy::PolicySpec;
 use sekisho_tests::syslog::SyslogReceiver;
 
@@ -518,4 +519,42 @@ async fn the_benchmark_switch_that_turns_the_log_off_is_refused_outside_a_benchm
         "{:?}",
         stderr.lock().unwrap()
     );
+}
+
+#[tokio::test]
+async fn records_reach_an_https_endpoint_in_json_batches_and_refused_batches_are_sent_again() {
+    let sink = HttpsLogSink::start_refusing_first(2);
+    let (url, ca) = (sink.url(), sink.ca_file.display().to_string());
+    let mut stack = Stack::start(Context::A, move |spec| {
+        spec.log("checkpoint_interval", "\"200ms\"")
+            .log_remote("https", &toml_str(&url))
+            .log_remote("ca_file", &toml_str(&ca))
+    });
+    assert_eq!(status(&stack, "/admin/").await, Some(403));
+    assert_eq!(status(&stack, "/public/").await, Some(200));
+    assert!(stack.gateway.terminate(Duration::from_secs(15)).is_some());
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        sink.records()
+            .last()
+            .is_some_and(|(_, l)| l.contains("\"kind\":\"checkpoint\""))
+            && sink.records().iter().any(|(_, l)| l.contains("\"kind\":\"stop\""))
+    );
+    assert_eq!(sink.errors(), Vec::<String>::new());
+    assert_eq!(sink.batches().1, 2, "the first two batches were refused");
+    // Acknowledged delivery: the refused batches came again, so the copy is the whole log,
+    // in order, byte for byte.
+    let dir = stack.gateway.log_dir();
+    let got: Vec<String> = sink.records().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(got, audit::lines(&dir));
+    assert!(sink.records().iter().all(|(g, _)| g == "admin.gw.test"));
+
+    let copy = dir.parent().unwrap().join("https-copy.jsonl");
+    sink.write_copy(&copy);
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log directory is gone"), "{out}");
 }

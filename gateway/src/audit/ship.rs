@@ -1,17 +1,18 @@
 //! The remote copy: every record (or only the log's own records: checkpoints, file headers,
-//! retention and drop notes) sent off the host as RFC 5424 syslog messages over TLS with
-//! RFC 5425 octet-counting framing, so that deleting or cutting the whole local log is
-//! noticed (`sekisho log verify DIR --remote COPY`).
+//! retention and drop notes) sent off the host, as RFC 5424 syslog messages over TLS with
+//! RFC 5425 octet-counting framing, or as JSON batches POSTed over HTTPS, so that deleting
+//! or cutting the whole local log is noticed (`sekisho log verify DIR --remote COPY`).
 //!
 //! The writer offers each line once it is fsynced ([`Shipper::offer`]): a `try_send` on a
 //! bounded queue, never a wait, so shipping can neither block nor slow the request path.
 //! A full queue drops the line and says so (the writer counts drops and writes them as a
 //! `remote_dropped` record, which is shipped in turn). One thread with its own small tokio
 //! runtime drains the queue: connect (rustls with ring, the CA of `ca_file` or the system's
-//! roots), write framed batches, and on any failure reconnect with a doubling pause
-//! (`REMOTE_RETRY_MIN` up to `[log] remote_retry_max`), sending again the batch whose write
-//! failed. Syslog has no acknowledgement, so what a connection had accepted just before it
-//! died can be lost; the next checkpoint covers the records before it either way.
+//! roots), send batches, and on any failure reconnect after a doubling pause
+//! (`REMOTE_RETRY_MIN` up to `[log] remote_retry_max`), sending again the batch that
+//! failed. HTTPS acknowledges each batch (2xx), so nothing taken from the queue is lost;
+//! syslog has no acknowledgement, so what a connection had accepted just before it died
+//! can be lost (the next checkpoint is sent either way).
 //!
 //! Must never: block the writer, hold more than the queue's limit, or send anything but
 //! lines the writer already made durable.
@@ -21,6 +22,9 @@ use super::chain;
 use super::limits::{
     REMOTE_CONNECT_TIMEOUT, REMOTE_FLUSH_AT_STOP, REMOTE_MAX_WRITE_BYTES, REMOTE_RETRY_MIN, REMOTE_WRITE_TIMEOUT,
 };
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject as _;
 use sekisho_policy::{RemoteTarget, Ship};
 use std::path::{Path, PathBuf};
@@ -71,21 +75,46 @@ impl Shipper {
     /// Builds the TLS client (reading `ca_file` now, so a wrong path stops the start) and
     /// starts the shipping thread.
     pub(crate) fn start(remote: Remote) -> Result<Shipper, AuditError> {
-        let RemoteTarget::Syslog { host, port } = &remote.target;
+        let bad = |what: String| AuditError::new(Path::new("[log.remote]"), std::io::Error::other(what));
+        let (host, port, protocol) = match &remote.target {
+            RemoteTarget::Syslog { host, port } => (host.clone(), *port, Protocol::Syslog),
+            RemoteTarget::Https { url } => {
+                let parsed = url::Url::parse(url).map_err(|e| bad(format!("https {url}: {e}")))?;
+                let host = parsed.host_str().ok_or_else(|| bad(format!("https {url}: no host")))?;
+                let port = parsed
+                    .port_or_known_default()
+                    .ok_or_else(|| bad(format!("https {url}: no port")))?;
+                let authority = match parsed.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_owned(),
+                };
+                let path = match parsed.query() {
+                    Some(q) => format!("{}?{q}", parsed.path()),
+                    None => parsed.path().to_owned(),
+                };
+                let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+                (bare, port, Protocol::Https { authority, path })
+            }
+        };
         let config = client_config(remote.ca_file.as_deref())
             .map_err(|e| AuditError::new(remote.ca_file.as_deref().unwrap_or(Path::new("[log.remote]")), e))?;
-        let name = rustls_pki_types::ServerName::try_from(host.clone())
-            .map_err(|e| AuditError::new(Path::new(host), std::io::Error::other(e)))?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| bad(format!("{host}: {e}")))?;
         let (tx, rx) = mpsc::channel(remote.queue.max(1));
         let (done_tx, done) = std::sync::mpsc::channel();
+        let what = match &protocol {
+            Protocol::Syslog => "syslog over TLS",
+            Protocol::Https { .. } => "HTTPS",
+        };
         let peer = Peer {
-            host: host.clone(),
-            port: *port,
+            host,
+            port,
             name,
             connector: tokio_rustls::TlsConnector::from(config),
             hostname: remote.hostname.clone(),
             retry_max: remote.retry_max.max(REMOTE_RETRY_MIN),
+            protocol,
         };
+        let receiver = peer.addr();
         let thread = std::thread::Builder::new()
             .name("sekisho-ship".into())
             .spawn(move || {
@@ -96,7 +125,7 @@ impl Shipper {
                 let _ = done_tx.send(());
             })
             .map_err(|e| AuditError::new(Path::new("[log.remote]"), e))?;
-        tracing::info!(receiver = %format!("{host}:{port}"), "the access log is shipped to a remote syslog over TLS");
+        tracing::info!(%receiver, protocol = what, "the access log is shipped to a remote receiver");
         Ok(Shipper {
             tx: Some(tx),
             ship: remote.ship,
@@ -146,6 +175,14 @@ impl Shipper {
     }
 }
 
+/// How the receiver is spoken to.
+enum Protocol {
+    /// RFC 5425 frames of RFC 5424 messages on one long TLS connection.
+    Syslog,
+    /// One POST per batch on a keep-alive HTTP/1.1 connection over TLS.
+    Https { authority: String, path: String },
+}
+
 /// The receiver, as the shipping thread sees it.
 struct Peer {
     host: String,
@@ -154,81 +191,109 @@ struct Peer {
     connector: tokio_rustls::TlsConnector,
     hostname: String,
     retry_max: Duration,
+    protocol: Protocol,
 }
 
-type Conn = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// An open connection to the receiver.
+enum Conn {
+    Syslog(Box<Tls>),
+    Https {
+        sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        driver: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Conn::Https { driver, .. } = self {
+            driver.abort();
+        }
+    }
+}
+
+/// The JSON body of one HTTPS batch: each record as a string holding its exact line, so a
+/// receiver keeps the bytes the chain hashed whatever its JSON library does.
+#[derive(serde::Serialize)]
+struct Batch<'a> {
+    gateway: &'a str,
+    records: Vec<std::borrow::Cow<'a, str>>,
+}
 
 impl Peer {
     async fn run(self, mut rx: mpsc::Receiver<Vec<u8>>) {
         let pid = std::process::id();
         let mut pause = REMOTE_RETRY_MIN;
-        // Framed messages not yet written; kept across a reconnect.
-        let mut pending: Vec<u8> = Vec::new();
+        // Lines taken from the queue but not yet acknowledged (HTTPS) or written (syslog);
+        // kept across a reconnect.
+        let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut failing = false;
-        let mut closed = false;
+        let mut conn: Option<Conn> = None;
+        let mut stopping_since: Option<std::time::Instant> = None;
         loop {
-            if closed && pending.is_empty() {
-                return;
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(line) => pending.push(line),
+                    None => {
+                        if let Some(Conn::Syslog(tls)) = conn.as_mut() {
+                            let _ = tokio::time::timeout(REMOTE_WRITE_TIMEOUT, tls.shutdown()).await;
+                        }
+                        return;
+                    }
+                }
+                let mut bytes = pending.iter().map(Vec::len).sum::<usize>();
+                while bytes < REMOTE_MAX_WRITE_BYTES {
+                    match rx.try_recv() {
+                        Ok(line) => {
+                            bytes += line.len();
+                            pending.push(line);
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
-            let mut conn = match self.connect().await {
-                Ok(c) => {
+            let sent = match conn.as_mut() {
+                Some(c) => self.send(c, &pending, pid).await,
+                None => match self.connect().await {
+                    Ok(mut c) => {
+                        let r = self.send(&mut c, &pending, pid).await;
+                        conn = Some(c);
+                        r
+                    }
+                    Err(e) => Err(format!("connect: {e}")),
+                },
+            };
+            match sent {
+                Ok(()) => {
+                    pending.clear();
                     if failing {
                         tracing::warn!(receiver = %self.addr(), "remote log receiver reachable again");
                     }
                     failing = false;
                     pause = REMOTE_RETRY_MIN;
-                    c
                 }
                 Err(e) => {
-                    // Stopping, with nothing left to send: give up.
-                    if rx.is_closed() && rx.is_empty() && pending.is_empty() {
-                        return;
-                    }
+                    conn = None;
                     if !failing || pause >= self.retry_max {
-                        tracing::error!(receiver = %self.addr(), error = %e, retry_in_ms = pause.as_millis() as u64, "REMOTE LOG RECEIVER UNREACHABLE: records wait in the queue (dropped and counted when it is full)");
+                        tracing::error!(
+                            receiver = %self.addr(),
+                            error = %e,
+                            retry_in_ms = pause.as_millis() as u64,
+                            "REMOTE LOG RECEIVER UNREACHABLE: records wait in the queue (dropped and counted when it is full)"
+                        );
                     }
                     failing = true;
+                    // Stopping: what is left gets a bounded time, then only the local log has it.
+                    if rx.is_closed() {
+                        let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= REMOTE_FLUSH_AT_STOP {
+                            return;
+                        }
+                    }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(self.retry_max);
-                    continue;
                 }
-            };
-            loop {
-                if pending.is_empty() {
-                    match rx.recv().await {
-                        Some(line) => frame(&mut pending, &line, &self.hostname, pid),
-                        None => {
-                            closed = true;
-                            break;
-                        }
-                    }
-                    while pending.len() < REMOTE_MAX_WRITE_BYTES {
-                        match rx.try_recv() {
-                            Ok(line) => frame(&mut pending, &line, &self.hostname, pid),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                let written = tokio::time::timeout(REMOTE_WRITE_TIMEOUT, async {
-                    conn.write_all(&pending).await?;
-                    conn.flush().await
-                })
-                .await;
-                match written {
-                    Ok(Ok(())) => pending.clear(),
-                    Ok(Err(e)) => {
-                        tracing::error!(receiver = %self.addr(), error = %e, "remote log connection lost; reconnecting");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::error!(receiver = %self.addr(), "remote log receiver stopped reading; reconnecting");
-                        break;
-                    }
-                }
-            }
-            if closed && pending.is_empty() {
-                let _ = tokio::time::timeout(REMOTE_WRITE_TIMEOUT, conn.shutdown()).await;
-                return;
             }
         }
     }
@@ -245,11 +310,68 @@ impl Peer {
         let attempt = async {
             let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
             tcp.set_nodelay(true)?;
-            self.connector.connect(self.name.clone(), tcp).await
+            let tls = self.connector.connect(self.name.clone(), tcp).await?;
+            match self.protocol {
+                Protocol::Syslog => Ok(Conn::Syslog(Box::new(tls))),
+                Protocol::Https { .. } => {
+                    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    let driver = tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    Ok(Conn::Https { sender, driver })
+                }
+            }
         };
         match tokio::time::timeout(REMOTE_CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+
+    /// Sends one batch; `Ok` only once it was written (syslog) or acknowledged with a 2xx
+    /// (HTTPS).
+    async fn send(&self, conn: &mut Conn, lines: &[Vec<u8>], pid: u32) -> Result<(), String> {
+        let sending = async {
+            match (conn, &self.protocol) {
+                (Conn::Syslog(tls), _) => {
+                    let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 96).sum());
+                    for line in lines {
+                        frame(&mut buf, line, &self.hostname, pid);
+                    }
+                    tls.write_all(&buf).await.map_err(|e| e.to_string())?;
+                    tls.flush().await.map_err(|e| e.to_string())
+                }
+                (Conn::Https { sender, .. }, Protocol::Https { authority, path }) => {
+                    let batch = Batch {
+                        gateway: &self.hostname,
+                        records: lines.iter().map(|l| String::from_utf8_lossy(l)).collect(),
+                    };
+                    let body = serde_json::to_vec(&batch).map_err(|e| e.to_string())?;
+                    let request = http::Request::post(path.as_str())
+                        .header(http::header::HOST, authority.as_str())
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .header(http::header::USER_AGENT, "sekisho-log")
+                        .body(Full::new(Bytes::from(body)))
+                        .map_err(|e| e.to_string())?;
+                    sender.ready().await.map_err(|e| e.to_string())?;
+                    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+                    let status = response.status();
+                    // Read the answer so the connection can carry the next batch.
+                    let _ = response.into_body().collect().await;
+                    if status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(format!("the receiver answered {status}"))
+                    }
+                }
+                (Conn::Https { .. }, Protocol::Syslog) => Err("connection of another protocol".into()),
+            }
+        };
+        match tokio::time::timeout(REMOTE_WRITE_TIMEOUT, sending).await {
+            Ok(r) => r,
+            Err(_) => Err("the receiver stopped reading".into()),
         }
     }
 }

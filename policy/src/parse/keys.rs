@@ -315,7 +315,7 @@ pub(crate) const LOG: &[Key] = &[
     key(
         "remote",
         Kind::Table(LOG_REMOTE),
-        "A copy of the log off this host (syslog over TLS).",
+        "A copy of the log off this host (syslog over TLS, or HTTPS POST).",
     ),
     key(
         "danger_disable_audit",
@@ -329,6 +329,11 @@ pub(crate) const LOG_REMOTE: &[Key] = &[
         "syslog",
         Kind::String,
         "host:port of an RFC 5425 syslog-over-TLS receiver (port default 6514).",
+    ),
+    key(
+        "https",
+        Kind::String,
+        "https://host[:port]/path receiving JSON batches of records by POST (instead of syslog).",
     ),
     key(
         "ca_file",

@@ -121,13 +121,45 @@ fn read_remote(sink: &mut Sink<'_>, t: &Table<'_, '_>) -> Option<LogRemote> {
             Some(s.value)
         }
     });
-    let Some(syslog) = t.string(sink, "syslog") else {
-        t.missing(
-            sink,
-            "syslog",
-            "add the receiver, e.g. syslog = \"logs.example.jp:6514\" (RFC 5425 syslog over TLS)",
-        );
-        return None;
+    let https = t.string(sink, "https");
+    let syslog = t.string(sink, "syslog");
+    let syslog = match (syslog, https) {
+        (Some(_), Some(h)) => {
+            sink.error_help(
+                h.span,
+                "[log.remote] names both `syslog` and `https`",
+                "ship to one receiver: keep `syslog` or `https`",
+            );
+            return None;
+        }
+        (None, None) => {
+            t.missing(
+                sink,
+                "syslog",
+                "add the receiver, e.g. syslog = \"logs.example.jp:6514\" (RFC 5425 syslog over TLS) or https = \"https://logs.example.jp/sekisho\"",
+            );
+            return None;
+        }
+        (None, Some(h)) => {
+            if !h.value.starts_with("https://") {
+                sink.error_help(
+                    h.span,
+                    format!("`https` `{}` must start with https://", h.value.escape_debug()),
+                    "the log leaves the host: write https://host[:port]/path",
+                );
+                return None;
+            }
+            if let Err((message, help)) = super::notify::webhook_url("https", &h.value) {
+                sink.error_help(h.span, message, help);
+                return None;
+            }
+            return Some(LogRemote {
+                target: RemoteTarget::Https { url: h.value },
+                ca_file,
+                ship,
+            });
+        }
+        (Some(s), None) => s,
     };
     let Some((host, port)) = host_port(&syslog.value) else {
         sink.error_help(

@@ -679,6 +679,17 @@ fn log_table_is_read_with_defaults() {
     );
     assert_eq!(r.ca_file.as_deref(), Some("/etc/sekisho/log-ca.pem"));
     assert_eq!(r.ship, sekisho_policy::Ship::Checkpoints);
+    let p = parse(
+        "p.toml",
+        &with("[log.remote]\nhttps = \"https://logs.example.jp:8443/in\"\n"),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.log.remote.unwrap().target,
+        sekisho_policy::RemoteTarget::Https {
+            url: "https://logs.example.jp:8443/in".into()
+        }
+    );
     let p = parse("p.toml", &with("[log.remote]\nsyslog = \"logs.example.jp\"\n")).unwrap_or_else(|d| panic!("{d}"));
     let r = p.log.remote.unwrap();
     assert_eq!(r.ship, sekisho_policy::Ship::Records);
@@ -745,6 +756,21 @@ fn log_table_problems() {
                 "p.toml:{}:10: error: `syslog` = \"logs.example.jp:syslog\" is not host:port",
                 first
             )],
+        ),
+        (
+            "remote over plain http",
+            with("[log.remote]\nhttps = \"http://logs.example.jp/in\"\n"),
+            &["`https` `http://logs.example.jp/in` must start with https://"],
+        ),
+        (
+            "remote https malformed",
+            with("[log.remote]\nhttps = \"https://user@logs.example.jp/in\"\n"),
+            &["`https` `https://user@logs.example.jp/in` has a malformed host or port"],
+        ),
+        (
+            "two receivers",
+            with("[log.remote]\nsyslog = \"192.0.2.7\"\nhttps = \"https://logs.example.jp/in\"\n"),
+            &["[log.remote] names both `syslog` and `https`|help: ship to one receiver"],
         ),
         (
             "remote ship misspelt and unknown key",
