@@ -221,9 +221,9 @@ async fn finish(
         .is_some_and(|id| active.policy.route(id).access == Access::Public);
     let log = &active.policy.log;
     if public && !log.public_waits_for_fsync {
-        // Still refused while the log is known to be failing, when the owner asked for that.
+        // Refused while the log is known to be failing, when the owner asked for that (no
+        // record: it could not be kept, and it would name the upstream's status, not 503).
         if log.public_when_unwritable == PublicWhenUnwritable::Refuse && !gw.audit.health().writable {
-            gw.audit.record_detached(&Event::Access(record));
             return Refusal::Unavailable("audit_log_unwritable").into_response();
         }
         gw.audit.record_detached(&Event::Access(record));
