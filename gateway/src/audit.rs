@@ -15,7 +15,9 @@ pub mod chain;
 pub mod files;
 pub mod limits;
 pub mod query;
+pub mod remote_copy;
 pub mod seal;
+pub mod ship;
 pub mod verify;
 mod writer;
 
@@ -24,6 +26,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 
+pub use ship::Remote;
 pub use writer::Settings;
 
 /// One access decision.
@@ -148,6 +151,8 @@ pub struct AuditLog {
     tx: Mutex<Option<mpsc::Sender<writer::Msg>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     health: Arc<writer::Health>,
+    /// `[log] danger_disable_audit` (benchmark only): nothing is written.
+    disabled: bool,
 }
 
 /// The log's state as the writer last reported it (`sekisho status`).
@@ -174,18 +179,48 @@ impl AuditLog {
         clock: SharedClock,
         settings: Settings,
     ) -> Result<Self, AuditError> {
-        let (tx, thread, health) = writer::start(log_dir, state_dir, clock, settings)?;
+        Self::open_shipping(log_dir, state_dir, clock, settings, None)
+    }
+
+    /// [`AuditLog::open_with`], and a copy of every durable line shipped to `remote`
+    /// (see [`ship`]).
+    pub fn open_shipping(
+        log_dir: &Path,
+        state_dir: &Path,
+        clock: SharedClock,
+        settings: Settings,
+        remote: Option<Remote>,
+    ) -> Result<Self, AuditError> {
+        let shipper = remote.map(ship::Shipper::start).transpose()?;
+        let (tx, thread, health) = writer::start(log_dir, state_dir, clock, settings, shipper)?;
         Ok(AuditLog {
             dir: log_dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             health,
+            disabled: false,
         })
+    }
+
+    /// No log at all: every record is "kept" at once and nothing is written. Only for the
+    /// log-on/log-off benchmark (`[log] danger_disable_audit`, which `sekisho run` refuses
+    /// without `SEKISHO_DANGER_BENCHMARK=1`).
+    pub fn danger_disabled(log_dir: &Path) -> Self {
+        AuditLog {
+            dir: log_dir.to_path_buf(),
+            tx: Mutex::new(None),
+            thread: Mutex::new(None),
+            health: Arc::default(),
+            disabled: true,
+        }
     }
 
     /// Writes one record and returns once it is durable. An error means the record is not
     /// kept: the caller must fail closed for anything protected.
     pub async fn record(&self, event: &Event<'_>) -> Result<(), AuditError> {
+        if self.disabled {
+            return Ok(());
+        }
         let (done, wait) = tokio::sync::oneshot::channel();
         self.submit(event, Some(done))?;
         match wait.await {
@@ -197,6 +232,9 @@ impl AuditLog {
     /// Queues one record without waiting for it to be durable (refusals decided outside
     /// the pipeline, events of background tasks). A failure is logged by the writer.
     pub fn record_detached(&self, event: &Event<'_>) {
+        if self.disabled {
+            return;
+        }
         if let Err(e) = self.submit(event, None) {
             tracing::error!(error = %e, "cannot queue an audit record");
         }
@@ -218,7 +256,7 @@ impl AuditLog {
     pub fn health(&self) -> AuditHealth {
         let (next_seq, failing) = self.health.read();
         AuditHealth {
-            writable: !failing && lock(&self.tx).is_some(),
+            writable: self.disabled || (!failing && lock(&self.tx).is_some()),
             last_seq: next_seq.checked_sub(1),
         }
     }

@@ -214,6 +214,11 @@ impl Gateway {
         if policy.server.metrics != old.policy.server.metrics {
             tracing::warn!("the metrics listener changed in the policy; it takes effect at the next restart");
         }
+        if policy.log.reload_needs_restart(&old.policy.log) {
+            tracing::warn!(
+                "[log] settings changed in the policy; the writer and the remote copy take them at the next restart"
+            );
+        }
         crate::reload::end_sessions_of_removed_identities(&old.policy, &policy);
         let next = self.swap(Arc::new(policy), Arc::new(tls), Arc::new(version));
         tracing::info!(

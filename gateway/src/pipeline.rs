@@ -9,7 +9,7 @@
 //! Every later step uses the one canonical request made in step 1.
 
 use crate::abuse::{self, Unban};
-use crate::audit::{self, AccessRecord, Event};
+use crate::audit::{AccessRecord, Event};
 use crate::body::ResponseBody;
 use crate::error::Refusal;
 use crate::forwarded;
@@ -19,7 +19,7 @@ use crate::listener::ConnInfo;
 use crate::proxy::Forward;
 use http::{Method, Request, Response, Version, header};
 use hyper::body::Incoming;
-use sekisho_policy::{Access, CanonicalTarget, DeviceFacts, Facts, Outcome, Reason, RouteId};
+use sekisho_policy::{Access, CanonicalTarget, DeviceFacts, Facts, Outcome, PublicWhenUnwritable, Reason, RouteId};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -299,7 +299,13 @@ async fn finish(
     let public = findings
         .route
         .is_some_and(|id| active.policy.route(id).access == Access::Public);
-    if public && !audit::limits::PUBLIC_WAITS_FOR_FSYNC {
+    let log = &active.policy.log;
+    if public && !log.public_waits_for_fsync {
+        // Refused while the log is known to be failing, when the owner asked for that (no
+        // record: it could not be kept, and it would name the upstream's status, not 503).
+        if log.public_when_unwritable == PublicWhenUnwritable::Refuse && !gw.audit.health().writable {
+            return Refusal::Unavailable("audit_log_unwritable").into_response();
+        }
         gw.audit.record_detached(&Event::Access(record));
         return response;
     }
@@ -308,8 +314,9 @@ async fn finish(
     drop(waiting);
     if let Err(e) = kept {
         tracing::error!(error = %e, "cannot write the access record");
-        // A protected route never answers without its record. Public routes carry on.
-        if !public {
+        // A protected route never answers without its record. Public routes carry on,
+        // unless `[log] public_when_unwritable = "refuse"`.
+        if !public || log.public_when_unwritable == PublicWhenUnwritable::Refuse {
             return Refusal::Unavailable("audit_log_unwritable").into_response();
         }
     }

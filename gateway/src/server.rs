@@ -25,11 +25,7 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
         // whether it is due.
         acme.load_stored(std::path::Path::new(&policy.server.state_dir), clock.unix_seconds());
     }
-    let audit = AuditLog::open(
-        std::path::Path::new(&policy.server.log_dir),
-        std::path::Path::new(&policy.server.state_dir),
-        clock.clone(),
-    )?;
+    let audit = open_audit(&policy, clock.clone())?;
     let auth = crate::auth::Auth::open(std::path::Path::new(&policy.server.state_dir), clock.clone())
         .context("opening the state (sessions and factors)")?;
     let listen = policy.server.listen.clone();
@@ -52,6 +48,31 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
         }
         serve_all(gw, listeners, plain).await
     })
+}
+
+/// The access log as `[log]` says, shipped to `[log.remote]` if set. The benchmark-only
+/// switch that turns it off is refused unless the environment says this is a benchmark.
+fn open_audit(policy: &sekisho_policy::Policy, clock: SharedClock) -> anyhow::Result<AuditLog> {
+    let log_dir = std::path::Path::new(&policy.server.log_dir);
+    if policy.log.danger_disable_audit {
+        if std::env::var("SEKISHO_DANGER_BENCHMARK").as_deref() != Ok("1") {
+            anyhow::bail!(
+                "[log] danger_disable_audit = true turns the access log off; it is for the benchmark only (set SEKISHO_DANGER_BENCHMARK=1 there), never for a gateway in service"
+            );
+        }
+        tracing::error!(
+            "DANGER: the access log is OFF ([log] danger_disable_audit, benchmark only): nothing is recorded"
+        );
+        eprintln!("sekisho: DANGER: the access log is off (benchmark only)");
+        return Ok(AuditLog::danger_disabled(log_dir));
+    }
+    Ok(AuditLog::open_shipping(
+        log_dir,
+        std::path::Path::new(&policy.server.state_dir),
+        clock,
+        audit::Settings::from_policy(&policy.log),
+        audit::Remote::from_policy(policy),
+    )?)
 }
 
 /// Serves on already-bound listeners until SIGTERM or SIGINT.

@@ -477,3 +477,61 @@ fn export_and_search_print_verified_records() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("TAMPERED"), "{}", text(&out));
 }
+
+#[test]
+fn a_full_remote_queue_drops_counts_and_records_it_and_the_log_still_verifies() {
+    let root = dir("remote-full");
+    let (log_dir, state) = (root.join("log"), root.join("state"));
+    // A receiver that never answers: a port nobody listens on (chosen by the kernel).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ca = rcgen::generate_simple_self_signed(vec!["logs.test".to_owned()]).unwrap();
+    let ca_file = root.join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let remote = sekisho::audit::Remote {
+        target: sekisho_policy::RemoteTarget::Syslog {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        ca_file: Some(ca_file),
+        ship: sekisho_policy::Ship::Records,
+        queue: 16,
+        retry_max: Duration::from_secs(1),
+        hostname: "gw.test".into(),
+    };
+    let clock: SharedClock = FixedClock::at_unix(T0);
+    let log = AuditLog::open_shipping(&log_dir, &state, clock, settings(), Some(remote)).unwrap();
+    write(&log, 0, 100);
+    // The writer never waited for the receiver; the next batch names what was dropped.
+    write(&log, 100, 1);
+    log.close();
+    let lines: Vec<serde_json::Value> = files::list(&log_dir)
+        .unwrap()
+        .iter()
+        .flat_map(|f| lines(&f.path))
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let dropped: u64 = lines
+        .iter()
+        .filter(|r| r["kind"] == "remote_dropped")
+        .map(|r| {
+            assert_eq!(r["queue"], 16);
+            r["records"].as_u64().unwrap()
+        })
+        .sum();
+    // Of all lines (the header, 101 records, their checkpoints and the drop notes), at most
+    // 16 wait in the queue and at most 16 more (taken from it) in the batch the shipper keeps
+    // trying to send; every other one is counted, except the drops of the very last batch,
+    // which no later record can name.
+    let total = lines.len() as u64;
+    assert!(
+        dropped >= total - 2 * 16 - 2 && dropped <= total - 16,
+        "{dropped} dropped of {total}"
+    );
+    let out = sekisho(&["log", "verify", log_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let _ = std::fs::remove_dir_all(root);
+}

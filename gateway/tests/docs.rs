@@ -108,3 +108,23 @@ fn readme_acme_example_is_valid_in_the_example_policy() {
         Err(d) => panic!("README acme example:\n{d}\n{policy}"),
     }
 }
+
+#[test]
+fn readme_log_table_shows_the_defaults() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let mut blocks = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap());
+    let policy = blocks.next().unwrap();
+    let log = blocks
+        .find(|b| b.starts_with("[log]"))
+        .expect("README shows a [log] table");
+    let p = sekisho_policy::parse("README.md", &format!("{policy}\n{log}")).unwrap_or_else(|d| panic!("{d}"));
+    assert!(p.log.remote.is_some());
+    let defaults = sekisho_policy::LogSettings {
+        remote: p.log.remote.clone(),
+        ..sekisho_policy::LogSettings::default()
+    };
+    assert_eq!(p.log, defaults, "the README's [log] values are the defaults");
+}

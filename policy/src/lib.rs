@@ -44,11 +44,12 @@ pub use cases::{
 pub use decide::{Decision, DeviceFacts, Explanation, Facts, Outcome, Reason, SessionFacts, decide, explain};
 pub use diff::{Change, Effect, diff, identities_losing_access};
 pub use duration::parse_duration;
-pub use limits::Limits;
+pub use limits::{Limits, LogSettings, MIN_RECOMMENDED_RETENTION_DAYS, PublicWhenUnwritable, log_fixed};
 pub use lint::{FileFacts, Finding, Severity, WELL_KNOWN_ADMIN_PATHS, lint, lint_files};
 pub use model::{
-    Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, MetricsListen, NotifySettings, Policy,
-    PublicUrl, Route, RouteId, Server, ServerCertificate, SessionSettings, Smtp, SmtpTls, Upstream, User,
+    Access, Acme, AcmeChallenge, ClientCertMode, Factor, LockoutSettings, LogRemote, MetricsListen, NotifySettings,
+    Policy, PublicUrl, RemoteTarget, Route, RouteId, Server, ServerCertificate, SessionSettings, Ship, Smtp, SmtpTls,
+    Upstream, User,
 };
 pub use parse::{Diagnostic, Diagnostics, parse, sha256_hex};
 pub use schema::json_schema;

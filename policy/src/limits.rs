@@ -303,3 +303,131 @@ pub(crate) fn read(sink: &mut Sink<'_>, table: Option<&Table<'_, '_>>) -> Limits
     }
     l
 }
+
+/// The `[log]` table: the signed access log's limits and its behaviour when it cannot be
+/// written. `LogSettings::default()` is the safe setting. Read at start: the writer keeps
+/// the values it was opened with until the next start (a reload that changes them says so),
+/// except `public_waits_for_fsync` and `public_when_unwritable`, which every request reads
+/// from the active policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Closed files are kept at least this many days after their last possible record;
+    /// nothing younger is ever deleted. At least 1 (parser); below 365 is a lint error (IPA
+    /// asks for web logs kept one year). Default 365.
+    pub retention_days: u64,
+    /// A checkpoint is sealed at least every this many records. Smaller means a tighter
+    /// window an intruder could rewrite before the next seal; each seal costs one Ed25519
+    /// signature (~20 µs). 1 to 1,000,000. Default 1000.
+    pub checkpoint_records: u64,
+    /// … and at least this often while records wait to be sealed (an idle log is not
+    /// sealed again). 100ms to 1h. Default 10s.
+    pub checkpoint_interval: Duration,
+    /// The sealing key evolves (and the previous one is erased) this often: an intruder
+    /// who takes the host can rewrite at most the records since the current epoch began.
+    /// Used only when the log is initialised (the epoch length is part of its first file).
+    /// 1m to 1d. Default 1h.
+    pub seal_epoch: Duration,
+    /// The most records written and fsynced as one batch. 1 to 65,536. Default 4096.
+    pub max_batch: usize,
+    /// Whether a response on a public route waits for its record to be durable. Default
+    /// true: every response waits.
+    pub public_waits_for_fsync: bool,
+    /// What public routes do while the log cannot be written (protected routes always get
+    /// 503). Default `Serve`.
+    pub public_when_unwritable: PublicWhenUnwritable,
+    /// Records waiting to be shipped to `[log.remote]` (besides the one batch, at most
+    /// 256 KiB, being sent); when full, new records are not queued (counted, and the count
+    /// is written to the log as a `remote_dropped` record). 16 to 1,000,000. Default 16384
+    /// (a few MiB).
+    pub remote_queue: usize,
+    /// The longest pause between two attempts to reach `[log.remote]` (the pause doubles
+    /// from 100ms up to this). 1s to 1h. Default 30s.
+    pub remote_retry_max: Duration,
+    /// Where records and checkpoints are shipped off the host, if anywhere. Default none.
+    pub remote: Option<crate::model::LogRemote>,
+    /// Benchmark only: no access log at all. A lint error, and `sekisho run` refuses it
+    /// unless `SEKISHO_DANGER_BENCHMARK=1` is set. Default false.
+    pub danger_disable_audit: bool,
+}
+
+impl LogSettings {
+    /// Whether `self` differs from `old` in a setting that the log's writer or shipper
+    /// only reads at start (everything but the two public-route keys).
+    pub fn reload_needs_restart(&self, old: &LogSettings) -> bool {
+        let live = |l: &LogSettings| LogSettings {
+            public_waits_for_fsync: true,
+            public_when_unwritable: PublicWhenUnwritable::Serve,
+            ..l.clone()
+        };
+        live(self) != live(old)
+    }
+}
+
+/// `public_when_unwritable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicWhenUnwritable {
+    /// Public routes are served without their record (the failure is logged loudly and
+    /// protected routes get 503). A full disk does not take the public site down.
+    Serve,
+    /// Public routes get 503 too: nothing is served that is not recorded.
+    Refuse,
+}
+
+/// The retention IPA asks for: one year.
+pub const MIN_RECOMMENDED_RETENTION_DAYS: u64 = 365;
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: MIN_RECOMMENDED_RETENTION_DAYS,
+            checkpoint_records: 1000,
+            checkpoint_interval: secs(10),
+            seal_epoch: secs(3600),
+            max_batch: 4096,
+            public_waits_for_fsync: true,
+            public_when_unwritable: PublicWhenUnwritable::Serve,
+            remote_queue: 16_384,
+            remote_retry_max: secs(30),
+            remote: None,
+            danger_disable_audit: false,
+        }
+    }
+}
+
+/// Fixed limits of the access log and its remote copy: not policy keys, because no owner
+/// has a reason to change them (each says why). The gateway's `audit::limits` re-exports
+/// them.
+pub mod log_fixed {
+    use std::time::Duration;
+
+    /// How long the writer waits before trying again after a write error while nothing
+    /// new arrives (new records always retry at once).
+    pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Strings of events that are not client-controlled but can be long (a rejected
+    /// policy's diagnostics) are cut to this many bytes.
+    pub const MAX_EVENT_TEXT: usize = 8 * 1024;
+
+    /// How much of the end of the last file is read at start to find the chain's head and
+    /// the last key handover. A checkpoint is always within it unless a thousand records
+    /// exceed it.
+    pub const RECOVERY_TAIL_BYTES: u64 = 8 * 1024 * 1024;
+
+    /// Time allowed to connect to the remote receiver, TLS handshake included.
+    pub const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Time allowed for one write to the remote receiver; a receiver that stops reading
+    /// is treated as gone (the connection is dropped and made again).
+    pub const REMOTE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The first pause after a failed attempt to reach the receiver (it doubles up to
+    /// `[log] remote_retry_max`).
+    pub const REMOTE_RETRY_MIN: Duration = Duration::from_millis(100);
+
+    /// Most bytes of framed messages sent to the receiver in one write.
+    pub const REMOTE_MAX_WRITE_BYTES: usize = 256 * 1024;
+
+    /// At stop, how long what is still queued may take to reach the receiver (the final
+    /// checkpoint is in it) before the gateway exits anyway.
+    pub const REMOTE_FLUSH_AT_STOP: Duration = Duration::from_secs(5);
+}

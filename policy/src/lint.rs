@@ -111,6 +111,7 @@ pub fn lint(policy: &Policy, file_name: &str, text: &str) -> Vec<Finding> {
     l.public_admin_paths(policy);
     l.plain_http(policy);
     l.timeouts(policy);
+    l.log(policy);
     for (i, u) in policy.users.iter().enumerate() {
         if u.email.is_none() {
             let span = l.span(&[S::K("user"), S::I(i)]);
@@ -446,6 +447,36 @@ impl Linter<'_, '_> {
                     "use https://, or run the upstream on the same host (127.0.0.1)".into(),
                 );
             }
+        }
+    }
+
+    /// The access log: kept a year, and never switched off outside a benchmark.
+    fn log(&mut self, p: &Policy) {
+        let days = p.log.retention_days;
+        if days < crate::limits::MIN_RECOMMENDED_RETENTION_DAYS {
+            let span = self.span(&[S::K("log"), S::K("retention_days")]);
+            self.push(
+                Severity::Error,
+                "log-retention-too-short",
+                span,
+                format!(
+                    "[log] retention_days = {days}: access records would be deleted before they are a year old, and after a breach they are the only witness"
+                ),
+                format!(
+                    "keep at least a year, as IPA asks: retention_days = {} (or remove the key for the default)",
+                    crate::limits::MIN_RECOMMENDED_RETENTION_DAYS
+                ),
+            );
+        }
+        if p.log.danger_disable_audit {
+            let span = self.span(&[S::K("log"), S::K("danger_disable_audit")]);
+            self.push(
+                Severity::Error,
+                "danger-audit-disabled",
+                span,
+                "[log] danger_disable_audit = true: no access record is written at all".into(),
+                "this switch exists for the log-on/log-off benchmark only: remove it".into(),
+            );
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::limits::Limits;
+use crate::limits::{Limits, LogSettings};
 use crate::matcher::Matcher;
 
 /// A validated policy (format 1).
@@ -20,6 +20,8 @@ pub struct Policy {
     pub lockout: LockoutSettings,
     pub notify: NotifySettings,
     pub limits: Limits,
+    /// The `[log]` table.
+    pub log: LogSettings,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub users: Vec<User>,
@@ -304,6 +306,46 @@ impl SmtpTls {
             SmtpTls::None => 25,
         }
     }
+}
+
+/// `[log.remote]`: where the access log is shipped off the host, so that deleting the
+/// whole local log is noticed. Paths stay strings (this crate does no IO).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRemote {
+    pub target: RemoteTarget,
+    /// PEM file of the CA that the receiver's certificate must chain to (default: the
+    /// system's roots).
+    pub ca_file: Option<String>,
+    /// What is shipped.
+    pub ship: Ship,
+}
+
+/// The receiver of `[log.remote]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteTarget {
+    /// RFC 5424 syslog over TLS with RFC 5425 octet-counting framing.
+    Syslog {
+        /// A DNS name or an IP address (IPv6 without brackets); also the TLS server name.
+        host: String,
+        /// Default 6514 (RFC 5425).
+        port: u16,
+    },
+    /// HTTPS POST of JSON batches: `{"gateway": HOST, "records": ["<line>", …]}`, each
+    /// record as a string holding its exact line; a 2xx answer acknowledges the batch.
+    Https {
+        /// `https://host[:port]/path`, as written.
+        url: String,
+    },
+}
+
+/// `ship`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ship {
+    /// Every record (default): the remote copy is the whole log.
+    Records,
+    /// Only the log's own records: checkpoints (seals), file headers, retention and drop
+    /// notes. Enough to show that records up to the last checkpoint existed.
+    Checkpoints,
 }
 
 /// The `[lockout]` table.

@@ -4,6 +4,7 @@
 
 mod diagnostic;
 pub(crate) mod keys;
+mod log;
 mod notify;
 mod routes;
 mod server;
@@ -55,6 +56,8 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
     let notify = notify::read(&mut sink, t.as_ref());
     let t = root.table(&mut sink, "limits", "[limits]");
     let limits = crate::limits::read(&mut sink, t.as_ref());
+    let t = root.table(&mut sink, "log", "[log]");
+    let log = log::read(&mut sink, t.as_ref());
 
     let t = root.tables(&mut sink, "upstream", "[[upstream]]");
     let (upstreams, upstream_names) = routes::read_upstreams(&mut sink, &t);
@@ -102,6 +105,7 @@ pub fn parse(file_name: &str, text: &str) -> Result<Policy, Diagnostics> {
         lockout,
         notify,
         limits,
+        log,
         upstreams,
         routes,
         users,

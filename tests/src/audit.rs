@@ -126,3 +126,19 @@ impl Drop for Process {
 pub fn kill9(pid: u32) {
     let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
 }
+
+/// `sekisho log verify DIR --remote COPY`: (exit code, stdout + stderr).
+pub fn verify_remote(log_dir: &Path, copy: &Path) -> (i32, String) {
+    let out = sekisho_log(&[
+        "verify",
+        log_dir.to_str().expect("utf-8 path"),
+        "--remote",
+        copy.to_str().expect("utf-8 path"),
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}

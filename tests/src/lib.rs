@@ -13,6 +13,8 @@
 //! - [`pebble`] runs Debian's pebble, a real ACME CA, on loopback.
 //! - [`smtp`] is a tiny SMTP server that records the notice mail it receives.
 //! - [`metrics`] scrapes the gateway's Prometheus listener (TCP or Unix socket).
+//! - [`syslog`] is a syslog-over-TLS receiver (RFC 5425/5424) for the log's remote copy;
+//!   [`https_sink`] receives the same copy as JSON batches over HTTPS.
 //! - [`eventually`] polls a condition until a deadline (never a bare sleep).
 //!
 //! The harness must never send to anything outside 127.0.0.0/8.
@@ -30,6 +32,7 @@ pub mod corpus;
 pub mod eventually;
 pub mod gateway;
 pub mod h2raw;
+pub mod https_sink;
 pub mod login;
 pub mod metrics;
 pub mod oracle;
@@ -39,4 +42,5 @@ pub mod policy;
 pub mod ports;
 pub mod scratch;
 pub mod smtp;
+pub mod syslog;
 pub mod upstream;

@@ -127,7 +127,8 @@ impl Authority {
         }
     }
 
-    fn issue(&self, mut params: CertificateParams, dir: &Path, file_stem: &str) -> Credential {
+    /// Signs `params` (a fresh key and serial), written to `dir/file_stem.pem` / `.key`.
+    pub fn issue(&self, mut params: CertificateParams, dir: &Path, file_stem: &str) -> Credential {
         let serial = next_serial();
         params.serial_number = Some(SerialNumber::from(serial));
         params.use_authority_key_identifier_extension = true;

@@ -95,6 +95,10 @@ pub struct PolicySpec {
     pub notify: Vec<(String, String)>,
     /// Further `[server]` entries, as TOML values (e.g. `metrics`).
     pub server: Vec<(String, String)>,
+    /// `[log]` entries, as TOML values; no table when empty.
+    pub log: Vec<(String, String)>,
+    /// `[log.remote]` entries, as TOML values; no table when empty.
+    pub log_remote: Vec<(String, String)>,
 }
 
 impl Default for PolicySpec {
@@ -107,6 +111,8 @@ impl Default for PolicySpec {
             limits: Vec::new(),
             notify: Vec::new(),
             server: Vec::new(),
+            log: Vec::new(),
+            log_remote: Vec::new(),
         }
     }
 }
@@ -142,6 +148,20 @@ impl PolicySpec {
     pub fn server_key(mut self, key: &str, toml_value: &str) -> PolicySpec {
         self.server.retain(|(k, _)| k != key);
         self.server.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
+    /// Sets a `[log]` key (value as TOML, e.g. `"\"200ms\""` or `"400"`).
+    pub fn log(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.log.retain(|(k, _)| k != key);
+        self.log.push((key.to_string(), toml_value.to_string()));
+        self
+    }
+
+    /// Sets a `[log.remote]` key (value as TOML).
+    pub fn log_remote(mut self, key: &str, toml_value: &str) -> PolicySpec {
+        self.log_remote.retain(|(k, _)| k != key);
+        self.log_remote.push((key.to_string(), toml_value.to_string()));
         self
     }
 
@@ -213,6 +233,18 @@ pub fn render(spec: &PolicySpec, files: &PolicyFiles) -> String {
     if !spec.notify.is_empty() {
         let _ = writeln!(out, "\n[notify]");
         for (key, value) in &spec.notify {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
+    if !spec.log.is_empty() {
+        let _ = writeln!(out, "\n[log]");
+        for (key, value) in &spec.log {
+            let _ = writeln!(out, "{key} = {value}");
+        }
+    }
+    if !spec.log_remote.is_empty() {
+        let _ = writeln!(out, "\n[log.remote]");
+        for (key, value) in &spec.log_remote {
             let _ = writeln!(out, "{key} = {value}");
         }
     }

@@ -1,7 +1,8 @@
 //! The signed access log of the real gateway: every decision and event recorded and
 //! verifiable with `sekisho log verify`; SIGKILL under load loses no answered record and
 //! the chain verifies across the restart; a full disk refuses protected requests with 503
-//! and service resumes by itself; the corpus's log-injection cases.
+//! and service resumes by itself; the corpus's log-injection cases; the remote copy over
+//! syslog/TLS, and a deleted or cut local log found by comparing with it.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,6 +18,9 @@ use std::time::Duration;
 use sekisho_tests::assert_eventually_async;
 use sekisho_tests::audit::{self, Process};
 use sekisho_tests::contexts::{ADMIN_HOST, Context, OUTSIDER_IP, Stack};
+use sekisho_tests::https_sink::HttpsLogSink;
+use sekisho_tests::policy::PolicySpec;
+use sekisho_tests::syslog::SyslogReceiver;
 
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {ADMIN_HOST}\r\n\r\n").into_bytes()
@@ -212,12 +216,22 @@ async fn a_full_disk_refuses_protected_requests_and_service_resumes_when_space_r
         "{}",
         gateway.stderr_text()
     );
-    // Public pages are still served.
+    // Public pages are still served (`[log] public_when_unwritable` defaults to "serve") …
     assert_eq!(status(&stack, "/public/").await, Some(200));
+    // … and refused once the owner says so (read per request: a reload is enough).
+    let text = std::fs::read_to_string(&policy_path).unwrap();
+    std::fs::write(&policy_path, text + "\n[log]\npublic_when_unwritable = \"refuse\"\n").unwrap();
+    assert_eventually_async!(
+        Duration::from_secs(10),
+        status(&stack, "/public/").await == Some(503),
+        "public pages still served with public_when_unwritable = \"refuse\":\n{}",
+        gateway.stderr_text()
+    );
 
     // Space returns: service resumes by itself.
     std::fs::remove_file(&filler).unwrap();
     assert_eq!(status(&stack, "/admin/after").await, Some(403));
+    assert_eq!(status(&stack, "/public/").await, Some(200));
     assert_eventually_async!(
         Duration::from_secs(5),
         gateway.stderr_text().contains("audit log writable again")
@@ -341,4 +355,206 @@ async fn log_006_tampering_with_the_gateways_own_log_is_found_at_the_record() {
         "reordered",
     );
     check("truncate", &|l| l.len(), 3, "torn");
+}
+
+/// A TOML string.
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn shipping_to(receiver: &SyslogReceiver) -> impl FnOnce(PolicySpec) -> PolicySpec {
+    let (target, ca) = (receiver.target(), receiver.ca_file.display().to_string());
+    move |spec| {
+        spec.log("checkpoint_interval", "\"200ms\"")
+            .log_remote("syslog", &toml_str(&target))
+            .log_remote("ca_file", &toml_str(&ca))
+    }
+}
+
+/// The last checkpoint the receiver holds: (seq, its line).
+fn last_checkpoint(receiver: &SyslogReceiver) -> Option<(u64, String)> {
+    receiver
+        .messages()
+        .into_iter()
+        .filter(|m| m.msgid == "checkpoint")
+        .filter_map(|m| {
+            let v: serde_json::Value = serde_json::from_str(&m.msg).ok()?;
+            Some((v["seq"].as_u64()?, m.msg))
+        })
+        .max_by_key(|(s, _)| *s)
+}
+
+#[tokio::test]
+async fn records_and_checkpoints_reach_a_tls_syslog_receiver_and_a_deleted_log_is_noticed() {
+    let receiver = SyslogReceiver::start();
+    let mut stack = Stack::start(Context::A, shipping_to(&receiver));
+    let pid = stack.gateway.pid().to_string();
+    assert_eq!(status(&stack, "/admin/").await, Some(403));
+    assert_eq!(status(&stack, "/public/").await, Some(200));
+    // Both decisions arrive, and a checkpoint sealing them.
+    assert_eventually_async!(Duration::from_secs(15), {
+        let records = receiver.records();
+        let last_access = records
+            .iter()
+            .filter(|r| r["kind"] == "access")
+            .filter_map(|r| r["seq"].as_u64())
+            .max();
+        let sealed = last_checkpoint(&receiver).map(|(s, _)| s);
+        records.iter().filter(|r| r["kind"] == "access").count() == 2 && last_access < sealed
+    });
+    assert!(stack.gateway.terminate(Duration::from_secs(10)).is_some());
+    // The stop record and the final seal are shipped before the gateway exits.
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        receiver.records().last().is_some_and(|r| r["kind"] == "checkpoint")
+            && receiver.records().iter().any(|r| r["kind"] == "stop")
+    );
+    assert_eq!(
+        receiver.errors(),
+        Vec::<String>::new(),
+        "the receiver refused something"
+    );
+
+    // RFC 5424 in RFC 5425 frames (the receiver checked the framing and the grammar); the
+    // fields say what the record is, and MSG is the local line, byte for byte.
+    let dir = stack.gateway.log_dir();
+    let local = audit::lines(&dir);
+    let messages = receiver.messages();
+    assert_eq!(messages.len(), local.len(), "every record is shipped");
+    for (m, line) in messages.iter().zip(&local) {
+        assert_eq!(&m.msg, line);
+        let record: serde_json::Value = serde_json::from_str(&m.msg).unwrap();
+        let kind = record["kind"].as_str().unwrap();
+        let own = ["file", "checkpoint", "retention", "remote_dropped"].contains(&kind);
+        assert_eq!(m.pri, 13 * 8 + if own { 5 } else { 6 }, "{m:?}");
+        assert_eq!(
+            (
+                m.hostname.as_str(),
+                m.app_name.as_str(),
+                m.procid.as_str(),
+                m.msgid.as_str()
+            ),
+            ("admin.gw.test", "sekisho", pid.as_str(), kind)
+        );
+        assert!(m.bom && m.timestamp.ends_with('Z') && m.structured_data == "-", "{m:?}");
+    }
+
+    // The remote copy agrees with the intact log.
+    let copy = dir.parent().unwrap().join("remote-copy.jsonl");
+    receiver.write_copy(&copy);
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("agrees with the local log"), "{out}");
+    let (last_seq, last_line) = last_checkpoint(&receiver).unwrap();
+    let last_hash = sha256_hex(last_line.as_bytes());
+
+    // Cut after the first checkpoint: the local log alone still verifies (the cut looks like
+    // the end), but the remote copy names the checkpoint it lacks.
+    let cut = copy_dir(&dir, "log-cut");
+    let file = audit::plain_files(&cut).pop().unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first_seal = text.find("\"kind\":\"checkpoint\"").unwrap();
+    let end = first_seal + text[first_seal..].find('\n').unwrap() + 1;
+    std::fs::write(&file, &text[..end]).unwrap();
+    let (code, out) = audit::verify(&cut);
+    assert_eq!(code, 0, "the cut is invisible to the local log alone: {out}");
+    let (code, out) = audit::verify_remote(&cut, &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("checkpoint seq {last_seq}")) && out.contains(&last_hash),
+        "{out}"
+    );
+
+    // The whole local log deleted: the remote copy still has the last checkpoint's hash.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, out) = audit::verify(&dir);
+    assert_eq!(code, 2, "without the remote copy, only an I/O error: {out}");
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    eprintln!("sekisho log verify --remote on a deleted log:\n{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log directory is gone"), "{out}");
+    assert!(
+        out.contains(&format!("checkpoint seq {last_seq}")) && out.contains(&last_hash),
+        "names the last checkpoint shipped:\n{out}"
+    );
+}
+
+#[tokio::test]
+async fn shipping_reconnects_after_the_receiver_drops_the_connection() {
+    let receiver = SyslogReceiver::start_closing_first_after(2);
+    let stack = Stack::start(Context::A, shipping_to(&receiver));
+    // Requests go on until one made after the drop is on the receiver's second connection.
+    let mut i = 0;
+    assert_eventually_async!(Duration::from_secs(20), {
+        i += 1;
+        let path = format!("/public/after-{i}");
+        assert_eq!(status(&stack, &path).await, Some(200));
+        receiver.connections() >= 2 && receiver.records().iter().any(|r| r["path"] == path.as_str())
+    });
+    assert_eq!(receiver.errors(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_benchmark_switch_that_turns_the_log_off_is_refused_outside_a_benchmark() {
+    let mut stack = Stack::start(Context::A, |spec| spec);
+    assert!(stack.gateway.terminate(Duration::from_secs(10)).is_some());
+    let policy = std::fs::read_to_string(&stack.gateway.policy_path).unwrap();
+    let path = stack.gateway.policy_path.with_file_name("no-log.toml");
+    std::fs::write(&path, policy + "\n[log]\ndanger_disable_audit = true\n").unwrap();
+    let (mut child, stderr) = sekisho_tests::gateway::spawn_run(&path);
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("danger_disable_audit = true turns the access log off")),
+        "{:?}",
+        stderr.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn records_reach_an_https_endpoint_in_json_batches_and_refused_batches_are_sent_again() {
+    let sink = HttpsLogSink::start_refusing_first(2);
+    let (url, ca) = (sink.url(), sink.ca_file.display().to_string());
+    let mut stack = Stack::start(Context::A, move |spec| {
+        spec.log("checkpoint_interval", "\"200ms\"")
+            .log_remote("https", &toml_str(&url))
+            .log_remote("ca_file", &toml_str(&ca))
+    });
+    assert_eq!(status(&stack, "/admin/").await, Some(403));
+    assert_eq!(status(&stack, "/public/").await, Some(200));
+    assert!(stack.gateway.terminate(Duration::from_secs(15)).is_some());
+    assert_eventually_async!(
+        Duration::from_secs(5),
+        sink.records()
+            .last()
+            .is_some_and(|(_, l)| l.contains("\"kind\":\"checkpoint\""))
+            && sink.records().iter().any(|(_, l)| l.contains("\"kind\":\"stop\""))
+    );
+    assert_eq!(sink.errors(), Vec::<String>::new());
+    assert_eq!(sink.batches().1, 2, "the first two batches were refused");
+    // Acknowledged delivery: the refused batches came again, so the copy is the whole log,
+    // in order, byte for byte.
+    let dir = stack.gateway.log_dir();
+    let got: Vec<String> = sink.records().into_iter().map(|(_, l)| l).collect();
+    assert_eq!(got, audit::lines(&dir));
+    assert!(sink.records().iter().all(|(g, _)| g == "admin.gw.test"));
+
+    let copy = dir.parent().unwrap().join("https-copy.jsonl");
+    sink.write_copy(&copy);
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    assert_eq!(code, 0, "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (code, out) = audit::verify_remote(&dir, &copy);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("the log directory is gone"), "{out}");
 }

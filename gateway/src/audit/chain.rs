@@ -14,7 +14,7 @@ use serde::Deserialize;
 pub const GENESIS: Digest = [0; 32];
 
 /// The kinds only the writer makes (events must use other names).
-pub const META_KINDS: [&str; 3] = ["file", "checkpoint", "retention"];
+pub const META_KINDS: [&str; 4] = ["file", "checkpoint", "retention", "remote_dropped"];
 
 /// A SHA-256 value.
 pub type Digest = [u8; 32];
@@ -40,6 +40,53 @@ pub fn compose(out: &mut Vec<u8>, seq: u64, prev: &Digest, time: i64, body: &[u8
     // Invariant: `body` starts with `{` (a serialised struct or tagged enum).
     out.extend_from_slice(body.get(1..).unwrap_or(b"}"));
     out.push(b'\n');
+}
+
+/// The envelope of a line as the writer composed it: `seq`, `time` and `kind`, read from
+/// the fixed prefix without a JSON parser (the shipper runs this on every line). `None` for
+/// anything that does not begin exactly as [`compose`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub seq: u64,
+    pub time: i64,
+    pub kind: &'a str,
+}
+
+/// Reads the [`Envelope`] of `line`.
+pub fn envelope(line: &[u8]) -> Option<Envelope<'_>> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let (seq, rest) = number(rest)?;
+    let rest = rest.strip_prefix(b",\"prev\":\"")?;
+    let rest = rest.get(64..)?.strip_prefix(b"\",\"time\":")?;
+    let (time, rest) = signed(rest)?;
+    let rest = rest.strip_prefix(b",\"kind\":\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let kind = std::str::from_utf8(rest.get(..end)?).ok()?;
+    if kind.bytes().any(|b| b == b'\\' || b.is_ascii_control()) {
+        return None;
+    }
+    Some(Envelope {
+        seq: seq.parse().ok()?,
+        time: time.parse().ok()?,
+        kind,
+    })
+}
+
+fn number(b: &[u8]) -> Option<(&str, &[u8])> {
+    let n = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 {
+        return None;
+    }
+    Some((std::str::from_utf8(b.get(..n)?).ok()?, b.get(n..)?))
+}
+
+fn signed(b: &[u8]) -> Option<(&str, &[u8])> {
+    let sign = usize::from(b.first() == Some(&b'-'));
+    let n = b.iter().skip(sign).take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 {
+        return None;
+    }
+    Some((std::str::from_utf8(b.get(..sign + n)?).ok()?, b.get(sign + n..)?))
 }
 
 /// Lower-case hex.
@@ -135,6 +182,16 @@ mod tests {
         let line: Line = serde_json::from_slice(&out[..out.len() - 1]).unwrap();
         assert_eq!((line.seq, line.time, line.kind.as_str()), (7, 42, "stop"));
         assert_eq!(unhex::<32>(&line.prev), Some(GENESIS));
+    }
+
+    #[test]
+    fn the_envelope_is_read_from_a_composed_line() {
+        let mut out = Vec::new();
+        compose(&mut out, 7, &GENESIS, -3, br#"{"kind":"stop","open":0}"#);
+        let e = envelope(&out[..out.len() - 1]).unwrap();
+        assert_eq!((e.seq, e.time, e.kind), (7, -3, "stop"));
+        assert_eq!(envelope(b"{\"seq\":1}"), None);
+        assert_eq!(envelope(b""), None);
     }
 
     #[test]

@@ -86,11 +86,52 @@ pub fn parse_key(text: &str) -> Option<[u8; 32]> {
 /// Verifies the log in `dir`; `key` is the verification key (else the one the first file
 /// names is used, which proves consistency but not origin). `each` receives every record
 /// once it is verified, in order.
-pub fn verify(dir: &Path, key: Option<[u8; 32]>, mut each: impl FnMut(&Verified<'_>)) -> Result<Report, VerifyError> {
+pub fn verify(dir: &Path, key: Option<[u8; 32]>, each: impl FnMut(&Verified<'_>)) -> Result<Report, VerifyError> {
     let list = files::list(dir).map_err(|source| VerifyError {
         path: dir.display().to_string(),
         source,
     })?;
+    let read = |f: &LogFile| -> Result<Vec<u8>, Finding> {
+        f.read().map_err(|e| Finding {
+            file: f.name(),
+            line: 0,
+            seq: None,
+            what: format!("cannot be read ({e}): damaged or truncated"),
+        })
+    };
+    Ok(walk(&list, read, key, each))
+}
+
+/// Verifies a log held in memory: `files[i]` is the content of file number `i + 1` (plain,
+/// named as if opened on 2026-01-01). The same walk as [`verify`], without any IO: what
+/// the fuzzer drives.
+pub fn verify_in_memory(files: &[&[u8]], key: Option<[u8; 32]>, each: impl FnMut(&Verified<'_>)) -> Report {
+    let list: Vec<LogFile> = (1..=files.len() as u64)
+        .map(|no| LogFile {
+            no,
+            date: "2026-01-01".into(),
+            path: std::path::PathBuf::new(),
+            compressed: false,
+        })
+        .collect();
+    let read = |f: &LogFile| -> Result<Vec<u8>, Finding> {
+        let i = usize::try_from(f.no - 1).unwrap_or(usize::MAX);
+        files.get(i).map(|b| b.to_vec()).ok_or_else(|| Finding {
+            file: f.name(),
+            line: 0,
+            seq: None,
+            what: "missing".into(),
+        })
+    };
+    walk(&list, read, key, each)
+}
+
+fn walk(
+    list: &[LogFile],
+    read: impl Fn(&LogFile) -> Result<Vec<u8>, Finding>,
+    key: Option<[u8; 32]>,
+    mut each: impl FnMut(&Verified<'_>),
+) -> Report {
     let mut v = Walker {
         report: Report {
             files: list.len(),
@@ -106,7 +147,7 @@ pub fn verify(dir: &Path, key: Option<[u8; 32]>, mut each: impl FnMut(&Verified<
     };
     if list.is_empty() {
         v.report.notes.push("no log files".into());
-        return Ok(v.report);
+        return v.report;
     }
     for pair in list.windows(2) {
         if pair[1].no != pair[0].no + 1 {
@@ -123,14 +164,6 @@ pub fn verify(dir: &Path, key: Option<[u8; 32]>, mut each: impl FnMut(&Verified<
         }
     }
     let mut contents: Vec<Option<Vec<u8>>> = Vec::with_capacity(2);
-    let read = |f: &LogFile| -> Result<Vec<u8>, Finding> {
-        f.read().map_err(|e| Finding {
-            file: f.name(),
-            line: 0,
-            seq: None,
-            what: format!("cannot be read ({e}): damaged or truncated"),
-        })
-    };
     contents.push(read(&list[0]).map_err(|f| v.report.tampering.push(f)).ok());
     for (i, file) in list.iter().enumerate() {
         let next = list.get(i + 1);
@@ -170,7 +203,7 @@ pub fn verify(dir: &Path, key: Option<[u8; 32]>, mut each: impl FnMut(&Verified<
             _ => {}
         }
     }
-    Ok(v.report)
+    v.report
 }
 
 fn first_line(bytes: &[u8]) -> Option<&[u8]> {

@@ -19,6 +19,7 @@ use super::chain::{self, Digest, GENESIS, Init, Line, PreviousFile, hex};
 use super::files::{self, LogFile};
 use super::limits;
 use super::seal::{self, EpochKey, SealState, checkpoint_message};
+use super::ship::Shipper;
 use super::{AuditError, lock};
 use crate::clock::SharedClock;
 use serde::Serialize;
@@ -42,12 +43,19 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        Settings::from_policy(&sekisho_policy::LogSettings::default())
+    }
+}
+
+impl Settings {
+    /// The writer's share of the policy's `[log]` table.
+    pub fn from_policy(log: &sekisho_policy::LogSettings) -> Settings {
         Settings {
-            checkpoint_every_records: limits::CHECKPOINT_EVERY_RECORDS,
-            checkpoint_every: limits::CHECKPOINT_EVERY,
-            epoch_secs: limits::SEAL_EPOCH.as_secs(),
-            retention_days: limits::RETENTION_DAYS,
-            max_batch: limits::MAX_BATCH,
+            checkpoint_every_records: log.checkpoint_records,
+            checkpoint_every: log.checkpoint_interval,
+            epoch_secs: log.seal_epoch.as_secs().max(1),
+            retention_days: log.retention_days,
+            max_batch: log.max_batch.max(1),
         }
     }
 }
@@ -92,8 +100,10 @@ pub(crate) fn start(
     state_dir: &Path,
     clock: SharedClock,
     settings: Settings,
+    shipper: Option<Shipper>,
 ) -> Result<Started, AuditError> {
     let mut w = Writer::recover(log_dir, state_dir, clock, settings)?;
+    w.shipper = shipper;
     w.ensure_file()?;
     w.ensure_epoch()?;
     w.health.publish(w.next_seq, false);
@@ -148,6 +158,10 @@ struct Writer {
     retention_due: bool,
     last_alarm: Option<Instant>,
     lost_detached: u64,
+    /// Where durable lines are offered for the remote copy, if anywhere.
+    shipper: Option<Shipper>,
+    /// Lines the shipper's queue had no room for, not yet written as `remote_dropped`.
+    ship_dropped: u64,
     compressor: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     health: Arc<Health>,
 }
@@ -229,6 +243,8 @@ impl Writer {
             retention_due: false,
             last_alarm: None,
             lost_detached: 0,
+            shipper: None,
+            ship_dropped: 0,
             compressor: Arc::new(Mutex::new(None)),
             health: Arc::default(),
         };
@@ -275,6 +291,9 @@ impl Writer {
         if let Some(t) = lock(&self.compressor).take() {
             let _ = t.join();
         }
+        if let Some(s) = self.shipper.take() {
+            s.finish();
+        }
     }
 
     fn next_wake(&self) -> Duration {
@@ -303,6 +322,21 @@ impl Writer {
         let mut head = self.head;
         let mut unsealed = self.unsealed;
         let mut buf = Vec::with_capacity(batch.len() * 320 + 256);
+        // Lines the remote copy lost are named in the log itself (and shipped in turn).
+        let dropped = self.ship_dropped;
+        if dropped > 0 {
+            let body = RemoteDropped {
+                kind: "remote_dropped",
+                records: dropped,
+                queue: self.shipper.as_ref().map_or(0, Shipper::queue),
+            };
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            let start = buf.len();
+            chain::compose(&mut buf, seq, &head, now, &body);
+            head = chain::hash(&buf[start..buf.len() - 1]);
+            seq += 1;
+            unsealed += 1;
+        }
         for m in batch {
             let start = buf.len();
             chain::compose(&mut buf, seq, &head, now, &m.body);
@@ -322,6 +356,7 @@ impl Writer {
             return Ok(());
         }
         self.append(&buf)?;
+        self.ship_dropped -= dropped;
         self.next_seq = seq;
         self.head = head;
         if unsealed == 0 {
@@ -369,6 +404,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 cur.good_len += bytes.len() as u64;
+                self.offer(bytes);
                 Ok(())
             }
             Err(e) => {
@@ -384,6 +420,19 @@ impl Writer {
                 Err(AuditError::new(&path, e))
             }
         }
+    }
+
+    /// Offers durable lines for the remote copy (never waits); counts what did not fit.
+    fn offer(&mut self, bytes: &[u8]) {
+        let Some(s) = &self.shipper else { return };
+        let dropped = s.offer(bytes);
+        if dropped > 0 && self.ship_dropped == 0 {
+            tracing::error!(
+                dropped,
+                "the remote log queue is full: records are not shipped (counted in a remote_dropped record)"
+            );
+        }
+        self.ship_dropped += dropped;
     }
 
     fn abandon_current(&mut self) {
@@ -451,6 +500,7 @@ impl Writer {
         std::fs::rename(&tmp, &path).map_err(io)?;
         seal::sync_dir(&self.dir).map_err(io)?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(io)?;
+        self.offer(&line);
         self.head = chain::hash(&line[..line.len() - 1]);
         self.next_seq += 1;
         self.unsealed += 1;
@@ -626,6 +676,13 @@ struct FileHeader {
     previous: Option<PreviousFile>,
     #[serde(skip_serializing_if = "Option::is_none")]
     init: Option<Init>,
+}
+
+#[derive(Serialize)]
+struct RemoteDropped {
+    kind: &'static str,
+    records: u64,
+    queue: usize,
 }
 
 #[derive(Serialize)]

@@ -4,13 +4,15 @@
 //! Exit codes (for scripts): 0 intact, 1 tampering found, 2 usage or I/O error, 3 intact
 //! but the last line is torn (a crash mid-write that no restart has named yet).
 
+use crate::audit::chain;
 use crate::audit::query::{self, Filter};
+use crate::audit::remote_copy::RemoteCopy;
 use crate::audit::seal::SealState;
 use crate::audit::verify::{self, Report};
-use crate::audit::{chain, limits};
 use crate::clock::Clock;
 use anyhow::Context as _;
 use clap::Subcommand;
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,11 @@ pub enum LogCommand {
         /// the key in the log's first file is used: consistency, not origin.
         #[arg(long)]
         key: Option<String>,
+        /// The remote copy of the log (the records a syslog receiver kept, one per line):
+        /// every checkpoint in it must be in this log, so a log deleted or cut on this host
+        /// fails (exit 1), naming the last checkpoint it lacks.
+        #[arg(long)]
+        remote: Option<PathBuf>,
     },
     /// Print verified records (JSON lines) from a time on; stops at the first tampering.
     Export {
@@ -76,9 +83,21 @@ pub enum LogCommand {
 pub fn run(command: LogCommand, clock: &dyn Clock) -> anyhow::Result<ExitCode> {
     match command {
         LogCommand::Init { policy } => init(&policy, clock),
-        LogCommand::Verify { dir, key } => {
+        LogCommand::Verify { dir, key, remote: None } => {
             let key = parse_key(key.as_deref())?;
             let report = verify::verify(&dir, key, |_| {})?;
+            print_report(&dir, &report);
+            Ok(exit_code(&report))
+        }
+        LogCommand::Verify {
+            dir,
+            key,
+            remote: Some(remote),
+        } => {
+            let key = parse_key(key.as_deref())?;
+            let text =
+                std::fs::read(&remote).with_context(|| format!("{}: cannot read the remote copy", remote.display()))?;
+            let report = verify_against(&dir, key, &RemoteCopy::read(&text), &remote.display().to_string())?;
             print_report(&dir, &report);
             Ok(exit_code(&report))
         }
@@ -126,7 +145,7 @@ fn init(policy_path: &Path, clock: &dyn Clock) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(policy_path).with_context(|| format!("{display}: cannot read"))?;
     let policy = sekisho_policy::parse(&display, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
     let state_dir = Path::new(&policy.server.state_dir);
-    let state = SealState::generate(clock.unix_seconds(), limits::SEAL_EPOCH.as_secs())?;
+    let state = SealState::generate(clock.unix_seconds(), policy.log.seal_epoch.as_secs())?;
     state.create(state_dir)?;
     println!(
         "audit log sealing key created: {}",
@@ -178,6 +197,35 @@ fn select(dir: &Path, key: Option<[u8; 32]>, filter: &Filter) -> anyhow::Result<
         eprintln!("sekisho log: {torn}");
     }
     Ok(exit_code(&report))
+}
+
+/// Verifies the local log and checks that it holds every checkpoint of the remote copy. A
+/// local log directory that is gone is itself a finding here (the remote copy says there
+/// was a log).
+fn verify_against(dir: &Path, key: Option<[u8; 32]>, copy: &RemoteCopy, what: &str) -> anyhow::Result<Report> {
+    let mut local = BTreeMap::new();
+    let mut first = None;
+    let mut report = match verify::verify(dir, key, |rec| {
+        first.get_or_insert(rec.seq);
+        if copy.marks.contains_key(&rec.seq) {
+            local.insert(rec.seq, chain::hash(rec.bytes));
+        }
+    }) {
+        Ok(r) => r,
+        Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => {
+            let mut r = Report::default();
+            r.tampering.push(verify::Finding {
+                file: dir.display().to_string(),
+                line: 0,
+                seq: None,
+                what: "the log directory is gone".into(),
+            });
+            r
+        }
+        Err(e) => return Err(e.into()),
+    };
+    copy.compare(&mut report, &local, first, what);
+    Ok(report)
 }
 
 fn print_report(dir: &Path, r: &Report) {

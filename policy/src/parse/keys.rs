@@ -65,6 +65,11 @@ pub(crate) const ROOT: &[Key] = &[
         "Sizes, timeouts and counts (each has a safe default).",
     ),
     key(
+        "log",
+        Kind::Table(LOG),
+        "The signed access log: retention, sealing, failure behaviour, remote copy.",
+    ),
+    key(
         "upstream",
         Kind::Tables(UPSTREAM, &["name", "url"]),
         "An application behind the gateway.",
@@ -372,6 +377,90 @@ pub(crate) const LIMITS: &[Key] = &[
         "request_burst",
         Kind::Integer(1, 1_000_000),
         "Requests allowed at once before request_rate_per_second applies.",
+    ),
+];
+
+pub(crate) const PUBLIC_WHEN_UNWRITABLE: &[&str] = &["serve", "refuse"];
+pub(crate) const SHIP: &[&str] = &["records", "checkpoints"];
+
+pub(crate) const LOG: &[Key] = &[
+    key(
+        "retention_days",
+        Kind::Integer(1, 36_500),
+        "Days closed log files are kept (default 365; less is a lint error).",
+    ),
+    key(
+        "checkpoint_records",
+        Kind::Integer(1, 1_000_000),
+        "A signed checkpoint at least every this many records (default 1000).",
+    ),
+    key(
+        "checkpoint_interval",
+        Kind::Duration,
+        "… and at least this often while records wait (default 10s).",
+    ),
+    key(
+        "seal_epoch",
+        Kind::Duration,
+        "How often the sealing key evolves; fixed when the log is initialised (default 1h).",
+    ),
+    key(
+        "max_batch",
+        Kind::Integer(1, 65_536),
+        "Most records written and fsynced together (default 4096).",
+    ),
+    key(
+        "public_waits_for_fsync",
+        Kind::Bool,
+        "Public responses wait for their record to be durable (default true).",
+    ),
+    key(
+        "public_when_unwritable",
+        Kind::OneOf(PUBLIC_WHEN_UNWRITABLE),
+        "Public routes while the log cannot be written: serve (default) or refuse (503).",
+    ),
+    key(
+        "remote_queue",
+        Kind::Integer(16, 1_000_000),
+        "Records waiting for [log.remote]; beyond, they are dropped and counted (default 16384).",
+    ),
+    key(
+        "remote_retry_max",
+        Kind::Duration,
+        "Longest pause between attempts to reach [log.remote] (default 30s).",
+    ),
+    key(
+        "remote",
+        Kind::Table(LOG_REMOTE),
+        "A copy of the log off this host (syslog over TLS, or HTTPS POST).",
+    ),
+    key(
+        "danger_disable_audit",
+        Kind::Bool,
+        "Benchmark only: no access log (lint error; needs SEKISHO_DANGER_BENCHMARK=1).",
+    ),
+];
+
+pub(crate) const LOG_REMOTE: &[Key] = &[
+    key(
+        "syslog",
+        Kind::String,
+        "host:port of an RFC 5425 syslog-over-TLS receiver (port default 6514).",
+    ),
+    key(
+        "https",
+        Kind::String,
+        "https://host[:port]/path receiving JSON batches of records by POST (instead of syslog).",
+    ),
+    key(
+        "ca_file",
+        Kind::String,
+        "PEM CA the receiver's certificate must chain to (default: system roots).",
+    ),
+    key(
+        "ship",
+        Kind::OneOf(SHIP),
+        "records (default: every record) or checkpoints (seals and file headers only).",
     ),
 ];
 

@@ -24,7 +24,7 @@ pub(crate) fn read(sink: &mut Sink<'_>, t: Option<&Table<'_, '_>>) -> NotifySett
     }
 
     if let Some(s) = t.string(sink, "webhook_url") {
-        match webhook_url(&s.value) {
+        match webhook_url("webhook_url", &s.value) {
             Ok(()) => n.webhook_url = Some(s.value),
             Err((message, help)) => sink.error_help(s.span, message, help),
         }
@@ -171,23 +171,21 @@ fn loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `https://host[:port]/path` or, for a loopback host only, `http://…`.
-fn webhook_url(s: &str) -> Result<(), (String, &'static str)> {
+/// `https://host[:port]/path` or, for a loopback host only, `http://…` (`key` names the
+/// setting in messages).
+pub(crate) fn webhook_url(key: &str, s: &str) -> Result<(), (String, &'static str)> {
     let help = "write `https://host[:port]/path` (or `http://127.0.0.1:port/path` for a local receiver)";
     let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = s.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err((
-            format!("`webhook_url` `{}` must start with https://", s.escape_debug()),
-            help,
-        ));
+        return Err((format!("`{key}` `{}` must start with https://", s.escape_debug()), help));
     };
     let (authority, _path) = rest.split_once('/').unwrap_or((rest, ""));
     let malformed = || {
         (
-            format!("`webhook_url` `{}` has a malformed host or port", s.escape_debug()),
+            format!("`{key}` `{}` has a malformed host or port", s.escape_debug()),
             help,
         )
     };
@@ -226,7 +224,7 @@ fn webhook_url(s: &str) -> Result<(), (String, &'static str)> {
     if !https && !loopback(bare) {
         return Err((
             format!(
-                "`webhook_url` `{}` is plain http to a host that is not loopback",
+                "`{key}` `{}` is plain http to a host that is not loopback",
                 s.escape_debug()
             ),
             "use https:// (notices name users and addresses); http:// is only for a receiver on 127.0.0.1 or ::1",

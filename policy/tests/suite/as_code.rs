@@ -126,6 +126,8 @@ fn lint_finds_each_class_with_its_place() {
         ),
         ("[lockout]\nmax_failures = 50\n", "timeout-out-of-bounds@"),
         ("[limits]\nheader_read_timeout = \"5m\"\n", "timeout-out-of-bounds@"),
+        ("[log]\nretention_days = 90\n", "log-retention-too-short@"),
+        ("[log]\ndanger_disable_audit = true\n", "danger-audit-disabled@"),
         // Secrets: in a value, in a test name, in a comment.
         (
             "[[user]]\nname = \"AKIAIOSFODNN7EXAMPLE\"\nemail = \"a@b.jp\"\n",
@@ -170,6 +172,25 @@ fn lint_finds_each_class_with_its_place() {
             "{extra}\nexpected {expect} at or after line {first_line}, got {codes:?}"
         );
     }
+}
+
+#[test]
+fn a_short_log_retention_is_an_error_with_its_place_and_remedy() {
+    let text = with("[log]\nretention_days = 90\n");
+    let p = parse("p.toml", &text).unwrap_or_else(|d| panic!("{d}"));
+    let f = lint(&p, "p.toml", &text)
+        .into_iter()
+        .find(|f| f.code == "log-retention-too-short")
+        .expect("a retention finding");
+    assert_eq!(f.severity, sekisho_policy::Severity::Error);
+    assert_eq!((f.line, f.column), (BASE.lines().count() + 3, 18));
+    assert!(f.help.contains("retention_days = 365"), "{}", f.help);
+    // A year or more is fine.
+    assert!(
+        !lint_codes(&with("[log]\nretention_days = 400\n"))
+            .iter()
+            .any(|c| c.starts_with("log-"))
+    );
 }
 
 #[test]
@@ -420,6 +441,11 @@ fn schema_is_json_with_exactly_the_parser_keys() {
         "smtp_tls",
         "smtp_password_file",
         "webhook_url",
+        "retention_days",
+        "public_when_unwritable",
+        "remote",
+        "syslog",
+        "ca_file",
     ] {
         assert!(schema.contains(&format!("\"{key}\":")), "{key}");
     }

@@ -903,3 +903,154 @@ fn admin_addresses_are_those_a_protected_route_names() {
     );
     assert!(!policy.is_admin_address("192.0.2.1".parse().unwrap()));
 }
+
+#[test]
+fn log_table_is_read_with_defaults() {
+    let p = parse("p.toml", BASE).unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(p.log, sekisho_policy::LogSettings::default());
+    assert_eq!(p.log.retention_days, 365);
+    assert!(p.log.public_waits_for_fsync);
+    assert_eq!(
+        p.log.public_when_unwritable,
+        sekisho_policy::PublicWhenUnwritable::Serve
+    );
+    let p = parse(
+        "p.toml",
+        &with(
+            "[log]\nretention_days = 400\ncheckpoint_records = 10\ncheckpoint_interval = \"500ms\"\n\
+             seal_epoch = \"15m\"\nmax_batch = 64\npublic_waits_for_fsync = false\n\
+             public_when_unwritable = \"refuse\"\nremote_queue = 100\nremote_retry_max = \"5s\"\n\
+             [log.remote]\nsyslog = \"[2001:db8::7]:10514\"\nca_file = \"/etc/sekisho/log-ca.pem\"\nship = \"checkpoints\"\n",
+        ),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    let l = &p.log;
+    assert_eq!(
+        (l.retention_days, l.checkpoint_records, l.max_batch, l.remote_queue),
+        (400, 10, 64, 100)
+    );
+    assert_eq!(l.checkpoint_interval, std::time::Duration::from_millis(500));
+    assert_eq!(l.seal_epoch, std::time::Duration::from_secs(900));
+    assert_eq!(l.remote_retry_max, std::time::Duration::from_secs(5));
+    assert!(!l.public_waits_for_fsync);
+    assert_eq!(l.public_when_unwritable, sekisho_policy::PublicWhenUnwritable::Refuse);
+    let r = l.remote.as_ref().unwrap();
+    assert_eq!(
+        r.target,
+        sekisho_policy::RemoteTarget::Syslog {
+            host: "2001:db8::7".into(),
+            port: 10514
+        }
+    );
+    assert_eq!(r.ca_file.as_deref(), Some("/etc/sekisho/log-ca.pem"));
+    assert_eq!(r.ship, sekisho_policy::Ship::Checkpoints);
+    let p = parse(
+        "p.toml",
+        &with("[log.remote]\nhttps = \"https://logs.example.jp:8443/in\"\n"),
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(
+        p.log.remote.unwrap().target,
+        sekisho_policy::RemoteTarget::Https {
+            url: "https://logs.example.jp:8443/in".into()
+        }
+    );
+    let p = parse("p.toml", &with("[log.remote]\nsyslog = \"logs.example.jp\"\n")).unwrap_or_else(|d| panic!("{d}"));
+    let r = p.log.remote.unwrap();
+    assert_eq!(r.ship, sekisho_policy::Ship::Records);
+    assert_eq!(
+        r.target,
+        sekisho_policy::RemoteTarget::Syslog {
+            host: "logs.example.jp".into(),
+            port: 6514
+        }
+    );
+}
+
+#[test]
+fn log_table_problems() {
+    let l = |body: &str| with(&format!("[log]\n{body}"));
+    let first = BASE.lines().count() + 3;
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "unknown key",
+            l("retention_day = 400\n"),
+            &["unknown key `retention_day` in [log]|did you mean `retention_days`?"],
+        ),
+        (
+            "retention zero",
+            l("retention_days = 0\n"),
+            &[&format!(
+                "p.toml:{first}:18: error: `retention_days` is out of range|use an integer from 1 to 36500"
+            )],
+        ),
+        (
+            "checkpoint interval not a duration",
+            l("checkpoint_interval = \"often\"\n"),
+            &["`checkpoint_interval` = \"often\" is not a duration|help: write a number and a unit"],
+        ),
+        (
+            "seal epoch too short",
+            l("seal_epoch = \"10s\"\n"),
+            &["`seal_epoch` = \"10s\" is out of range|use a duration from \"1m\" to \"1d\""],
+        ),
+        (
+            "checkpoint interval longer than the epoch",
+            l("seal_epoch = \"1m\"\ncheckpoint_interval = \"2m\"\n"),
+            &["`checkpoint_interval` is longer than `seal_epoch`|help: seal at least once per epoch"],
+        ),
+        (
+            "public behaviour misspelt",
+            l("public_when_unwritable = \"503\"\n"),
+            &["`public_when_unwritable` = \"503\" is not one of serve, refuse|help: write \"serve\""],
+        ),
+        (
+            "wrong type",
+            l("public_waits_for_fsync = \"yes\"\n"),
+            &["`public_waits_for_fsync` must be true or false"],
+        ),
+        (
+            "remote without a receiver",
+            with("[log.remote]\nship = \"records\"\n"),
+            &["missing key `syslog` in [log.remote]|help: add the receiver"],
+        ),
+        (
+            "remote receiver malformed",
+            with("[log.remote]\nsyslog = \"logs.example.jp:syslog\"\n"),
+            &[&format!(
+                "p.toml:{}:10: error: `syslog` = \"logs.example.jp:syslog\" is not host:port",
+                first
+            )],
+        ),
+        (
+            "remote over plain http",
+            with("[log.remote]\nhttps = \"http://logs.example.jp/in\"\n"),
+            &["`https` `http://logs.example.jp/in` must start with https://"],
+        ),
+        (
+            "remote https malformed",
+            with("[log.remote]\nhttps = \"https://user@logs.example.jp/in\"\n"),
+            &["`https` `https://user@logs.example.jp/in` has a malformed host or port"],
+        ),
+        (
+            "two receivers",
+            with("[log.remote]\nsyslog = \"192.0.2.7\"\nhttps = \"https://logs.example.jp/in\"\n"),
+            &["[log.remote] names both `syslog` and `https`|help: ship to one receiver"],
+        ),
+        (
+            "remote ship misspelt and unknown key",
+            with("[log.remote]\nsyslog = \"192.0.2.7\"\nship = \"all\"\ncafile = \"x\"\n"),
+            &[
+                "`ship` = \"all\" is not one of records, checkpoints",
+                "unknown key `cafile` in [log.remote]|did you mean `ca_file`?",
+            ],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, input, expected) in cases {
+        if let Err(why) = try_check(input, expected) {
+            failures.push(format!("--- {name}: {why}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
