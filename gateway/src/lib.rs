@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod body;
 pub mod cli;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod device;
 pub mod error;
 pub mod forwarded;
 pub mod gateway;
+pub mod harden;
 pub mod headers;
 pub mod host;
 pub mod listener;

@@ -16,9 +16,29 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-/// Runs the gateway until it is told to stop.
-pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
-    let (policy, tls) = load_candidate(&policy_path)?;
+/// Runs the gateway until it is told to stop. With `hardening` (every `sekisho run`), the
+/// process binds its listeners, then narrows itself ([`crate::harden`]) before it starts any
+/// thread; the demo, which runs its upstream on a thread of its own, passes `None`.
+pub fn run(policy_path: PathBuf, clock: SharedClock, hardening: Option<&crate::harden::Options>) -> anyhow::Result<()> {
+    // What the process must know before it narrows itself: the policy (one that would not
+    // start is refused before anything happens) and its listeners (ports below 1024 need
+    // root, which the process is about to give up).
+    let (policy, _) = load_candidate(&policy_path)?;
+    let mut bound = Vec::new();
+    for addr in &policy.server.listen {
+        bound.push(bind_std(*addr).with_context(|| format!("cannot listen on {addr}"))?);
+    }
+    let policy = match hardening {
+        Some(opts) => {
+            crate::harden::apply(&policy_path, &policy, opts)?;
+            // Loaded again, under the restrictions every reload will have: a file the
+            // hardened process cannot read fails now, not at the first reload.
+            load_candidate(&policy_path)
+                .context("the policy loads, but not after hardening (as the --user user, under Landlock)")?
+        }
+        None => load_candidate(&policy_path)?,
+    };
+    let (policy, tls) = policy;
     let audit = AuditLog::open(
         std::path::Path::new(&policy.server.log_dir),
         std::path::Path::new(&policy.server.state_dir),
@@ -26,7 +46,6 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
     )?;
     let auth = crate::auth::Auth::open(std::path::Path::new(&policy.server.state_dir), clock.clone())
         .context("opening the state (sessions and factors)")?;
-    let listen = policy.server.listen.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sekisho")
@@ -36,8 +55,11 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
         let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit));
         crate::auth::install(&gw, auth);
         let mut listeners = Vec::new();
-        for addr in &listen {
-            listeners.push(bind(*addr).with_context(|| format!("cannot listen on {addr}"))?);
+        for l in bound {
+            listeners.push(TcpListener::from_std(l)?);
+        }
+        if crate::harden::is_init() {
+            tokio::spawn(crate::harden::reap_children());
         }
         serve(gw, listeners).await
     })
@@ -164,6 +186,12 @@ async fn watch_device_crl(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 /// Binds a listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:P` and `[::]:P`
 /// can both be listed.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    Ok(TcpListener::from_std(bind_std(addr)?)?)
+}
+
+/// [`bind`] without a runtime: the socket is bound and listening, non-blocking, ready for
+/// [`TcpListener::from_std`] once the runtime runs.
+pub fn bind_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -173,5 +201,5 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into())?)
+    Ok(socket.into())
 }

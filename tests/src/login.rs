@@ -97,3 +97,45 @@ pub fn oathtool(secret: &str, now: &str) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8 output").trim().to_owned()
 }
+
+/// Enrols `user` with TOTP as a browser would, from the admin address with the valid
+/// device: `sekisho user invite` → invitation page → enrolment → first code. Returns the
+/// base32 secret and the session cookie (`__Host-sekisho=…`).
+pub async fn enrol_totp(stack: &Stack, user: &str) -> (String, String) {
+    let admin_ip = crate::contexts::ADMIN_IP;
+    let printed = sekisho_user(stack, &["invite", user]);
+    let link = printed
+        .lines()
+        .find(|l| l.contains("/.sekisho/invite?t="))
+        .unwrap_or_else(|| panic!("no link in {printed}"));
+    let path = link.get(link.find("/.sekisho/").unwrap_or(0)..).unwrap_or_default();
+    let page = send_from(stack, admin_ip, true, get(path, "")).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let form = format!(
+        "csrf={}&t={}",
+        enc(&input(&page.text(), "csrf")),
+        enc(&input(&page.text(), "t"))
+    );
+    let enrol = send_from(stack, admin_ip, true, post("/.sekisho/invite", "", &form)).await;
+    assert_eq!(enrol.status, 200, "{}", enrol.text());
+    let text = enrol.text();
+    let secret = text
+        .split("secret=")
+        .nth(1)
+        .and_then(|rest| rest.split(['&', '<', '"']).next())
+        .unwrap_or_else(|| panic!("no otpauth secret in {text}"))
+        .to_owned();
+    let form = format!(
+        "csrf={}&enrol={}&code={}",
+        enc(&input(&text, "csrf")),
+        enc(&input(&text, "enrol")),
+        oathtool(&secret, "now")
+    );
+    let done = send_from(stack, admin_ip, true, post("/.sekisho/enrol/totp", "", &form)).await;
+    assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
+    let cookie = done
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next().map(str::to_owned))
+        .unwrap_or_default();
+    (secret, cookie)
+}
