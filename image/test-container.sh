@@ -77,6 +77,9 @@ path, ns, conf, state, log, nofile = sys.argv[1:]
 c = json.load(open(path))
 c["root"]["readonly"] = True
 c["process"]["terminal"] = False
+c["process"]["env"] = [e for e in c["process"].get("env", []) if not e.startswith("SEKISHO_LOG=")] + [
+    "SEKISHO_LOG=" + (__import__("os").environ.get("SEKISHO_TEST_LOG") or "info")
+]
 c["process"]["noNewPrivileges"] = True
 c["process"]["capabilities"] = {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")}
 c["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": int(nofile), "soft": int(nofile)}]
@@ -138,7 +141,41 @@ grep -q 'staff page' "$WORK/body" || fail "the device route's page did not come 
 expect 403 https://gw.test:8443/.git/config "${DEV[@]}"
 expect 421 https://gw.test:8443/ -H 'Host: other.test'
 
-# 6. SIGTERM: a graceful stop, the stop record written, the log verifiable.
+# 6. PID 1 reaps: an orphan in the container's PID namespace is re-parented to the gateway
+#    and, once it has exited, reaped (a zombie would stay in /proc with State Z).
+children_named() { # PARENT NAME → pids
+  python3 - "$1" "$2" <<'PY'
+import glob, sys
+for path in glob.glob("/proc/[0-9]*/status"):
+    try:
+        fields = dict(l.split(":", 1) for l in open(path).read().splitlines() if ":" in l)
+    except OSError:
+        continue
+    if fields.get("PPid", "").strip() == sys.argv[1] and fields.get("Name", "").strip() == sys.argv[2]:
+        print(path.split("/")[2])
+PY
+}
+nsenter --target "$PID" --pid -- /bin/sh -c 'sleep 1 & exit 0'
+ORPHAN=
+for _ in $(seq 1 50); do
+  ORPHAN=$(children_named "$PID" sleep | head -1)
+  [[ -n $ORPHAN ]] && break
+  sleep 0.05
+done
+[[ -n $ORPHAN ]] || fail "no orphan was re-parented to the gateway (PID $PID)"
+REAPED=
+for _ in $(seq 1 100); do
+  # Gone from /proc, or the number taken by another process: reaped.
+  [[ $(awk '/^PPid:/ {print $2}' "/proc/$ORPHAN/status" 2>/dev/null) == "$PID" ]] || { REAPED=1; break; }
+  sleep 0.1
+done
+[[ -n $REAPED ]] || {
+  cat "$WORK/gateway.log" >&2
+  fail "the orphan $ORPHAN stays a zombie: $(grep State "/proc/$ORPHAN/status"); gateway: $(grep -E '^Sig(Blk|Ign|Cgt)' "/proc/$PID/status" | tr '\n' ' ')"
+}
+say "PID 1: an orphan was re-parented to the gateway and reaped ($(grep -E '^SigBlk' "/proc/$PID/status" | tr -d '\t'))"
+
+# 7. SIGTERM: a graceful stop, the stop record written, the log verifiable.
 runc kill "$ID" TERM
 STOPPED=
 for _ in $(seq 1 200); do

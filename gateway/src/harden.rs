@@ -254,11 +254,28 @@ fn refuse_if_threaded() -> Result<(), HardenError> {
 }
 
 /// Creates a missing state or log directory (0700, owned by the run-as user when root
-/// switches to one). An existing directory is left as the administrator made it.
+/// switches to one). An existing directory is left as the administrator made it, but one
+/// the run-as user does not own is refused now, with the remedy, rather than failing later.
 fn prepare_dir(dir: &Path, run_as: Option<RunAs>) -> Result<(), HardenError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    if dir.is_dir() {
-        return Ok(());
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.is_dir()
+    {
+        return match run_as {
+            Some(u) if meta.uid() != u.uid => Err(HardenError {
+                step: "--user",
+                detail: format!(
+                    "{} belongs to uid {}, not {}: `chown -R {}:{} {}` first",
+                    dir.display(),
+                    meta.uid(),
+                    u.uid,
+                    u.uid,
+                    u.gid,
+                    dir.display()
+                ),
+            }),
+            _ => Ok(()),
+        };
     }
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -432,15 +449,18 @@ fn restrict_filesystem(paths: &Paths, allow_none: bool) -> Result<LandlockState,
 /// As PID 1 (a scratch container, the VM), orphans are re-parented to the gateway: reap
 /// them so they do not stay zombies. Runs until the process ends.
 pub async fn reap_children() {
-    use rustix::process::{WaitOptions, waitpid};
+    use rustix::process::{WaitOptions, wait};
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut chld) = signal(SignalKind::child()) else {
         tracing::error!("cannot watch SIGCHLD; orphaned processes will not be reaped");
         return;
     };
     loop {
-        // Reap everything first: children may have exited before the handler existed.
-        while let Ok(Some((pid, status))) = waitpid(None, WaitOptions::NOHANG) {
+        // Reap every exited child on each SIGCHLD (signals coalesce), and once first:
+        // children may have exited before the handler existed. `wait` is wait4(-1), any
+        // child; rustix's `waitpid(None, …)` is wait4(0), only the caller's process group,
+        // which an orphan need not be in (the container test caught that).
+        while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
             tracing::debug!(pid = pid.as_raw_nonzero().get(), ?status, "reaped a child");
         }
         if chld.recv().await.is_none() {

@@ -178,3 +178,22 @@ async fn a_reload_naming_a_file_outside_its_directories_is_refused_by_landlock()
         .await;
     assert_eq!(answer.status(), Some(200), "{}", answer.describe());
 }
+
+/// A state directory the --user user could not write is refused at start, with the remedy.
+#[tokio::test]
+async fn a_state_directory_the_user_does_not_own_is_refused_with_the_remedy() {
+    let mut stack = Stack::start(Context::A, |spec| spec);
+    stack.gateway.stop();
+    let (mut child, stderr) = sekisho_tests::gateway::spawn_run_with(
+        &stack.gateway.policy_path,
+        &["--user".to_string(), format!("{RUN_AS}:{RUN_AS}")],
+    );
+    sekisho_tests::assert_eventually!(Duration::from_secs(10), child.try_wait().unwrap().is_some());
+    let status = child.wait().unwrap();
+    let text = stderr.lock().unwrap().join("\n");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("belongs to uid 0, not 65532") && text.contains("chown -R 65532:65532"),
+        "{text}"
+    );
+}
