@@ -50,12 +50,22 @@ BIN=$(image/build-binary.sh)
 
 # 1. Debian's kernel, downloaded once into the cache.
 mkdir -p "$CACHE"
-KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kernel_package() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+KPKG=$(kernel_package)
+# A machine whose package lists were never fetched knows no kernel package yet.
+[[ -n $KPKG ]] || { apt-get update -qq && KPKG=$(kernel_package); }
 [[ -n $KPKG ]] || { echo "build-vm: no kernel package behind linux-image-amd64 (apt-get update?)" >&2; exit 1; }
 KVER=${KPKG#linux-image-}
 KDIR=$CACHE/$KPKG
 if [[ ! -f $KDIR/boot/vmlinuz-$KVER ]]; then
-  (cd "$CACHE" && apt-get download "$KPKG" 2>/dev/null)
+  if ! (cd "$CACHE" && apt-get download "$KPKG" 2>/dev/null); then
+    # Stale package lists name a version the mirror no longer has.
+    apt-get update -qq
+    KPKG=$(kernel_package)
+    KVER=${KPKG#linux-image-}
+    KDIR=$CACHE/$KPKG
+    (cd "$CACHE" && apt-get download "$KPKG" 2>/dev/null)
+  fi
   rm -rf "$KDIR"
   dpkg-deb -x "$CACHE/${KPKG}"_*.deb "$KDIR"
   depmod -b "$KDIR" "$KVER"
