@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod log;
 mod policy;
+mod state;
 mod status;
 mod user;
 use std::path::PathBuf;
@@ -28,10 +29,21 @@ pub struct Cli {
 enum Command {
     /// Run the gateway. SIGTERM/SIGINT stop it gracefully; SIGHUP reloads the policy (a bad
     /// file keeps the old one serving).
+    ///
+    /// After binding its listeners the process hardens itself: no capabilities,
+    /// no_new_privs, not dumpable, no core files, and Landlock limits it to the policy's
+    /// directories (read) and its state and log directories (read and write).
     Run {
         /// The policy file (format 1).
         #[arg(long)]
         policy: PathBuf,
+        /// When started as root: the numeric user (and group) to become after binding,
+        /// e.g. `--user 65532:65532`. Without it a root start stays uid 0, with no capabilities.
+        #[arg(long, value_name = "UID[:GID]")]
+        user: Option<crate::harden::RunAs>,
+        /// Start even where the kernel does not enforce Landlock (logged at every start).
+        #[arg(long)]
+        danger_allow_no_landlock: bool,
     },
     /// Ask the running gateway what it serves and whether anything needs attention
     /// (device CRL or server certificate near expiry, access log failing). Exit 0 healthy,
@@ -56,6 +68,11 @@ enum Command {
     User {
         #[command(flatten)]
         args: user::UserArgs,
+    },
+    /// Back up and restore the state (state key and enrolled factors), encrypted.
+    State {
+        #[command(flatten)]
+        args: state::StateArgs,
     },
     /// Manage the device CA.
     Ca {
@@ -135,14 +152,23 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let clock = clock::system();
     match cli.command {
-        Command::Run { policy } => {
+        Command::Run {
+            policy,
+            user,
+            danger_allow_no_landlock,
+        } => {
             init_tracing();
-            crate::server::run(policy, clock)?;
+            let hardening = crate::harden::Options {
+                user,
+                danger_allow_no_landlock,
+            };
+            crate::server::run(policy, clock, Some(&hardening))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { policy } => status::run(&policy),
         Command::Policy { command } => policy::run(command),
         Command::User { args } => user::run(args, clock),
+        Command::State { args } => state::run(args, clock),
         Command::Log { command } => log::run(command, clock.as_ref()),
         Command::Ca {
             command: CaCommand::Init { dir },

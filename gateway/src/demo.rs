@@ -55,7 +55,8 @@ pub fn run(dir: Option<PathBuf>, port: u16, clock: SharedClock) -> anyhow::Resul
     println!("enrol a passkey or a TOTP app; /admin/ then passes with the second factor:");
     println!("  {}", demo_invitation(&policy_path, clock.clone())?.trim());
     println!();
-    crate::server::run(policy_path, clock)
+    // Not hardened: the demo's upstream runs on a thread of this process.
+    crate::server::run(policy_path, clock, None)
 }
 
 /// Makes alice's enrolment invitation in the demo's state, before the gateway opens it.

@@ -294,15 +294,41 @@ pub enum Listener {
     Unix(tokio::net::UnixListener, std::path::PathBuf),
 }
 
+/// The metrics listener bound before the runtime (and before the process narrows itself:
+/// after Landlock and the uid drop it could not create a socket file where the owner asked).
+#[derive(Debug)]
+pub enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+}
+
+impl StdListener {
+    /// The listener for the runtime (call inside it).
+    pub fn into_tokio(self) -> std::io::Result<Listener> {
+        Ok(match self {
+            StdListener::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
+            StdListener::Unix(l, path) => {
+                l.set_nonblocking(true)?;
+                Listener::Unix(tokio::net::UnixListener::from_std(l)?, path)
+            }
+        })
+    }
+}
+
 /// Binds the metrics listener. A Unix socket left by a previous run is replaced; any other
-/// file at the path is an error.
+/// file at that path is refused.
 pub fn bind(at: &MetricsListen) -> anyhow::Result<Listener> {
+    Ok(bind_std(at)?.into_tokio()?)
+}
+
+/// [`bind`] without a runtime.
+pub fn bind_std(at: &MetricsListen) -> anyhow::Result<StdListener> {
     use anyhow::Context as _;
     match at {
         // Bound like the TLS listeners (SO_REUSEADDR: a restart is not refused while old
         // scrape connections linger in TIME_WAIT).
-        MetricsListen::Tcp(addr) => Ok(Listener::Tcp(
-            crate::server::bind(*addr).with_context(|| format!("cannot listen on {addr} for metrics"))?,
+        MetricsListen::Tcp(addr) => Ok(StdListener::Tcp(
+            crate::server::bind_std(*addr).with_context(|| format!("cannot listen on {addr} for metrics"))?,
         )),
         MetricsListen::Unix(path) => {
             use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
@@ -315,11 +341,11 @@ pub fn bind(at: &MetricsListen) -> anyhow::Result<Listener> {
                 );
                 std::fs::remove_file(&path).with_context(|| format!("removing the old {}", path.display()))?;
             }
-            let l = tokio::net::UnixListener::bind(&path)
+            let l = std::os::unix::net::UnixListener::bind(&path)
                 .with_context(|| format!("cannot listen on {} for metrics", path.display()))?;
             // Owner and group (give the scraper the group), nobody else.
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
-            Ok(Listener::Unix(l, path))
+            Ok(StdListener::Unix(l, path))
         }
     }
 }

@@ -147,6 +147,32 @@ pub fn end_sessions_of_removed_identities(old: &sekisho_policy::Policy, new: &se
 /// It names HEAD, not the file: an uncommitted edit loads under HEAD's commit. The sha256 is
 /// the exact identity; the commit is where to look in history.
 pub fn git_commit(policy_file: &Path) -> Option<String> {
+    if let Some(git_dir) = find_git_dir(policy_file) {
+        return head_commit(&git_dir);
+    }
+    std::env::var(COMMIT_ENV)
+        .ok()
+        .filter(|c| is_hex_id(c.trim()))
+        .map(|c| c.trim().to_string())
+}
+
+/// The directories [`git_commit`] reads for this policy file: its git directory and, for a
+/// linked worktree, the common one. The hardened gateway may read only these (and the
+/// policy's own directory), so they are named at start (see `harden`).
+pub fn git_dirs(policy_file: &Path) -> Vec<PathBuf> {
+    let Some(git_dir) = find_git_dir(policy_file) else {
+        return Vec::new();
+    };
+    let common = std::fs::read_to_string(git_dir.join("commondir"))
+        .ok()
+        .map(|c| git_dir.join(c.trim()));
+    let mut dirs = vec![git_dir];
+    dirs.extend(common);
+    dirs
+}
+
+/// The nearest `.git` in the file's directory or a parent.
+fn find_git_dir(policy_file: &Path) -> Option<PathBuf> {
     let start = std::fs::canonicalize(policy_file)
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -154,14 +180,11 @@ pub fn git_commit(policy_file: &Path) -> Option<String> {
     let mut dir = start;
     while let Some(d) = dir {
         if let Some(git_dir) = git_dir_of(&d) {
-            return head_commit(&git_dir);
+            return Some(git_dir);
         }
         dir = d.parent().map(Path::to_path_buf);
     }
-    std::env::var(COMMIT_ENV)
-        .ok()
-        .filter(|c| is_hex_id(c.trim()))
-        .map(|c| c.trim().to_string())
+    None
 }
 
 /// `DIR/.git` as a directory, or the directory a `.git` file points to (`gitdir: …`, as in

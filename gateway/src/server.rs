@@ -16,10 +16,39 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-/// Runs the gateway until it is told to stop.
-pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
+/// Runs the gateway until it is told to stop. With `hardening` (every `sekisho run`), the
+/// process binds its listeners, then narrows itself ([`crate::harden`]) before it starts any
+/// thread; the demo, which runs its upstream on a thread of its own, passes `None`.
+pub fn run(policy_path: PathBuf, clock: SharedClock, hardening: Option<&crate::harden::Options>) -> anyhow::Result<()> {
     let acme = Arc::new(crate::acme::Certs::default());
-    let (policy, tls) = load_candidate(&policy_path, &acme)?;
+    // What the process must know before it narrows itself: the policy (one that would not
+    // start is refused before anything happens) and its listeners (ports below 1024, such
+    // as the ACME http-01 port 80, need root, which the process is about to give up).
+    let (policy, _) = load_candidate(&policy_path, &acme)?;
+    let mut bound = Vec::new();
+    for addr in &policy.server.listen {
+        bound.push(bind_std(*addr).with_context(|| format!("cannot listen on {addr}"))?);
+    }
+    let mut plain_bound = Vec::new();
+    for addr in &policy.server.http_listen {
+        plain_bound.push(bind_std(*addr).with_context(|| format!("cannot listen on {addr} (http_listen)"))?);
+    }
+    let metrics_bound = policy
+        .server
+        .metrics
+        .as_ref()
+        .map(crate::metrics::bind_std)
+        .transpose()?;
+    let (policy, tls) = match hardening {
+        Some(opts) => {
+            crate::harden::apply(&policy_path, &policy, opts)?;
+            // Loaded again, under the restrictions every reload will have: a file the
+            // hardened process cannot read fails now, not at the first reload.
+            load_candidate(&policy_path, &acme)
+                .context("the policy loads, but not after hardening (as the --user user, under Landlock)")?
+        }
+        None => load_candidate(&policy_path, &acme)?,
+    };
     if policy.server.acme().is_some() {
         // A certificate kept from an earlier run serves at once; the renewal task decides
         // whether it is due.
@@ -28,8 +57,6 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
     let audit = open_audit(&policy, clock.clone())?;
     let auth = crate::auth::Auth::open(std::path::Path::new(&policy.server.state_dir), clock.clone())
         .context("opening the state (sessions and factors)")?;
-    let listen = policy.server.listen.clone();
-    let http_listen = policy.server.http_listen.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sekisho")
@@ -39,14 +66,18 @@ pub fn run(policy_path: PathBuf, clock: SharedClock) -> anyhow::Result<()> {
         let gw = Arc::new(Gateway::new(policy_path, policy, tls, clock, audit, acme));
         crate::auth::install(&gw, auth);
         let mut listeners = Vec::new();
-        for addr in &listen {
-            listeners.push(bind(*addr).with_context(|| format!("cannot listen on {addr}"))?);
+        for l in bound {
+            listeners.push(TcpListener::from_std(l)?);
+        }
+        if crate::harden::is_init() {
+            tokio::spawn(crate::harden::reap_children());
         }
         let mut plain = Vec::new();
-        for addr in &http_listen {
-            plain.push(bind(*addr).with_context(|| format!("cannot listen on {addr} (http_listen)"))?);
+        for l in plain_bound {
+            plain.push(TcpListener::from_std(l)?);
         }
-        serve_all(gw, listeners, plain).await
+        let metrics = metrics_bound.map(crate::metrics::StdListener::into_tokio).transpose()?;
+        serve_with(gw, listeners, plain, metrics).await
     })
 }
 
@@ -83,6 +114,20 @@ pub async fn serve(gw: Arc<Gateway>, listeners: Vec<TcpListener>) -> anyhow::Res
 /// Serves on already-bound TLS listeners and plain (`http_listen`) ones until SIGTERM or
 /// SIGINT, keeping an ACME policy's certificate valid meanwhile.
 pub async fn serve_all(gw: Arc<Gateway>, listeners: Vec<TcpListener>, plain: Vec<TcpListener>) -> anyhow::Result<()> {
+    let metrics = match gw.active().policy.server.metrics.clone() {
+        Some(at) => Some(crate::metrics::bind(&at)?),
+        None => None,
+    };
+    serve_with(gw, listeners, plain, metrics).await
+}
+
+/// [`serve_all`] with the metrics listener already bound (before the process narrowed itself).
+async fn serve_with(
+    gw: Arc<Gateway>,
+    listeners: Vec<TcpListener>,
+    plain: Vec<TcpListener>,
+    metrics: Option<crate::metrics::Listener>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let counts = gw.conns.clone();
     let mut bound = Vec::new();
@@ -100,9 +145,8 @@ pub async fn serve_all(gw: Arc<Gateway>, listeners: Vec<TcpListener>, plain: Vec
     }
     let _ = gw.listening.set(bound);
     tokio::spawn(crate::acme::maintain(gw.clone(), stop_rx.clone()));
-    if let Some(at) = gw.active().policy.server.metrics.clone() {
-        let listener = crate::metrics::bind(&at)?;
-        tracing::info!(metrics = ?at, "serving metrics");
+    if let Some(listener) = metrics {
+        tracing::info!(metrics = ?gw.active().policy.server.metrics, "serving metrics");
         tokio::spawn(crate::metrics::serve(gw.clone(), listener, stop_rx.clone()));
     }
     tokio::spawn(sweep_bans(gw.clone(), stop_rx.clone()));
@@ -250,6 +294,12 @@ async fn watch_device_crl(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 /// Binds a listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:P` and `[::]:P`
 /// can both be listed.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    Ok(TcpListener::from_std(bind_std(addr)?)?)
+}
+
+/// [`bind`] without a runtime: the socket is bound and listening, non-blocking, ready for
+/// [`TcpListener::from_std`] once the runtime runs.
+pub fn bind_std(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -259,5 +309,5 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into())?)
+    Ok(socket.into())
 }

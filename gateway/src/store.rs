@@ -3,7 +3,7 @@
 //! ([`sled`](crate::store::sled_store) today) and can be swapped without touching the auth code.
 //!
 //! The trait offers only what the auth code needs: get, put, an atomic take, an atomic
-//! compare-and-swap, a prefix scan and a flush. It must not grow queries: anything richer
+//! compare-and-swap, a prefix scan and a flush, plus a consistent snapshot for backups. It must not grow queries: anything richer
 //! belongs in the callers, on top of these.
 
 pub mod sled_store;
@@ -80,4 +80,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Entries, StoreError>;
     /// Makes every write so far durable. Called before acknowledging what must survive.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Every entry of `trees` at one point in time: no write lands between the first
+    /// tree's scan and the last one's (`sekisho state backup` of a running gateway).
+    fn snapshot(&self, trees: &[Tree]) -> Result<Vec<(Tree, Entries)>, StoreError>;
 }

@@ -849,6 +849,13 @@ impl sekisho::store::Store for Failing {
         self.check()?;
         self.inner.flush()
     }
+    fn snapshot(
+        &self,
+        trees: &[sekisho::store::Tree],
+    ) -> Result<Vec<(sekisho::store::Tree, sekisho::store::Entries)>, sekisho::store::StoreError> {
+        self.check()?;
+        self.inner.snapshot(trees)
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Docs are tested: the README's example policy and every policy under `deploy/` must be
-//! accepted by the same parser the gateway runs, and `--help` must name what the README
-//! documents.
+//! accepted by the same parser the gateway runs, `--help` must name what the README and
+//! deploy/GUIDE.md document, and the systemd unit and compose file must run this binary
+//! the way ARCHITECTURE.md says.
 
 #![allow(
     clippy::unwrap_used,
@@ -59,21 +60,7 @@ fn deploy_reference_is_the_shared_reference_verbatim() {
 fn readme_commands_exist_in_help() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     for line in readme.lines().filter(|l| l.starts_with("sekisho ")) {
-        let words: Vec<&str> = line
-            .split_whitespace()
-            .take_while(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-            .collect();
-        let args: Vec<&str> = words[1..].iter().copied().chain(["--help"]).collect();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho"))
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`sekisho {}` from the README: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_command_exists("the README", line);
     }
 }
 
@@ -127,4 +114,79 @@ fn readme_log_table_shows_the_defaults() {
         ..sekisho_policy::LogSettings::default()
     };
     assert_eq!(p.log, defaults, "the README's [log] values are the defaults");
+}
+
+/// The subcommand words of a documented command line (`sekisho state --policy F backup …`
+/// → `state`), run with `--help`: the command must exist.
+fn assert_command_exists(doc: &str, line: &str) {
+    let words: Vec<&str> = line
+        .split_whitespace()
+        .take_while(|w| !w.starts_with("--") && w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect();
+    let args: Vec<&str> = words[1..].iter().copied().chain(["--help"]).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`sekisho {}` from {doc}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn guide_commands_exist_in_help() {
+    let guide = std::fs::read_to_string(repo().join("deploy/GUIDE.md")).unwrap();
+    let mut n = 0;
+    for line in guide.lines().map(str::trim).filter(|l| l.starts_with("sekisho ")) {
+        assert_command_exists("deploy/GUIDE.md", line);
+        n += 1;
+    }
+    assert!(n >= 20, "the guide shows its commands ({n})");
+    assert!(
+        guide.contains("## English") && guide.contains("## 日本語"),
+        "both languages"
+    );
+}
+
+#[test]
+fn the_systemd_unit_runs_an_existing_command_behind_the_fence() {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/sekisho.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let command = exec.trim_start_matches("/usr/local/bin/");
+    assert_command_exists("deploy/systemd/sekisho.service", command);
+    for setting in [
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "StateDirectory=sekisho",
+        "LogsDirectory=sekisho",
+        "PrivateTmp=yes",
+        "LimitCORE=0",
+        "landlock_restrict_self",
+    ] {
+        assert!(unit.lines().any(|l| l.contains(setting)), "the unit lacks {setting}");
+    }
+}
+
+#[test]
+fn compose_runs_this_version_read_only_on_the_policy_beside_it() {
+    let compose = std::fs::read_to_string(repo().join("deploy/compose/compose.yaml")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        compose.contains(&format!("image: sekisho:{version}")),
+        "image tag {version}"
+    );
+    for needle in [
+        "read_only: true",
+        "user: \"65532:65532\"",
+        "cap_drop: [ALL]",
+        "- ./sekisho:/etc/sekisho:ro",
+        "\"--policy\", \"/etc/sekisho/policy.toml\"",
+    ] {
+        assert!(compose.contains(needle), "compose.yaml lacks {needle}");
+    }
+    assert!(repo().join("deploy/compose/sekisho/policy.toml").is_file());
 }

@@ -127,6 +127,23 @@ impl Default for Limits {
     }
 }
 
+/// File descriptors the process keeps for itself beyond its connections: listeners, the
+/// audit log, the state store, the control socket, policy and certificate reads, notices.
+pub const OPEN_FILES_MARGIN: u64 = 512;
+
+impl Limits {
+    /// The open-file limit (`RLIMIT_NOFILE`) the gateway sets for itself: every client
+    /// connection may hold one upstream connection too, plus the idle pool and a margin.
+    pub fn open_files(&self) -> u64 {
+        let conns = u64::try_from(self.max_connections).unwrap_or(u64::MAX);
+        let pool = u64::try_from(self.upstream_idle_pool_per_host).unwrap_or(u64::MAX);
+        conns
+            .saturating_mul(2)
+            .saturating_add(pool)
+            .saturating_add(OPEN_FILES_MARGIN)
+    }
+}
+
 const MIB: u64 = 1024 * 1024;
 
 fn secs(s: u64) -> Duration {

@@ -164,10 +164,22 @@ pub struct Stack {
 impl Stack {
     /// Starts a private stack for `context`, letting the test adjust the policy first.
     pub fn start(context: Context, adjust: impl FnOnce(PolicySpec) -> PolicySpec) -> Stack {
+        Stack::start_inner(context, None, adjust)
+    }
+
+    /// [`Stack::start`] with a gateway started as root that becomes `uid:gid` (`--user`).
+    pub fn start_as(context: Context, uid: u32, gid: u32) -> Stack {
+        Stack::start_inner(context, Some((uid, gid)), |spec| spec)
+    }
+
+    fn start_inner(context: Context, user: Option<(u32, u32)>, adjust: impl FnOnce(PolicySpec) -> PolicySpec) -> Stack {
         let admin = EchoUpstream::start("admin-app");
         let public = EchoUpstream::start("public-site");
         let spec = adjust(context.spec(&admin.url(), &public.url()));
-        let gateway = Gateway::start(pki(), &spec);
+        let gateway = match user {
+            Some((uid, gid)) => Gateway::start_as(pki(), &spec, uid, gid),
+            None => Gateway::start(pki(), &spec),
+        };
         Stack {
             context,
             admin,

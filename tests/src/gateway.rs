@@ -78,10 +78,16 @@ fn assert_fresh(binary: &Path) {
 /// Starts `sekisho run --policy POLICY` with stderr collected line by line in the returned
 /// buffer (a reader thread fills it until the pipe closes).
 pub fn spawn_run(policy: &Path) -> (Child, Arc<Mutex<Vec<String>>>) {
+    spawn_run_with(policy, &[])
+}
+
+/// [`spawn_run`] with more arguments after `run --policy POLICY` (e.g. `--user 65532`).
+pub fn spawn_run_with(policy: &Path, extra: &[String]) -> (Child, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(binary())
         .arg("run")
         .arg("--policy")
         .arg(policy)
+        .args(extra)
         .env("RUST_LOG", std::env::var("SEKISHO_TEST_LOG").unwrap_or("info".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -111,6 +117,8 @@ pub struct Gateway {
     pub crl_path: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
     child: Child,
+    /// Arguments after `run --policy POLICY` (kept for [`Gateway::restart`]).
+    extra: Vec<String>,
     _watchdog: Option<(Child, ChildStdin)>,
 }
 
@@ -119,11 +127,28 @@ impl Gateway {
     /// revoked serials, fresh state and log directories and a free port) and starts the
     /// binary on it. Panics with the gateway's stderr if it is not ready in time.
     pub fn start(pki: &Pki, spec: &PolicySpec) -> Gateway {
+        Gateway::start_inner(pki, spec, None)
+    }
+
+    /// [`Gateway::start`] for a gateway started as root that becomes `uid:gid` after
+    /// binding (`--user`): its state and log directories are given to that user first.
+    pub fn start_as(pki: &Pki, spec: &PolicySpec, uid: u32, gid: u32) -> Gateway {
+        Gateway::start_inner(pki, spec, Some((uid, gid)))
+    }
+
+    fn start_inner(pki: &Pki, spec: &PolicySpec, user: Option<(u32, u32)>) -> Gateway {
         let dir = scratch::dir("gateway");
         let state_dir = dir.join("state");
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&state_dir).expect("create state_dir");
         std::fs::create_dir_all(&log_dir).expect("create log_dir");
+        let mut extra = Vec::new();
+        if let Some((uid, gid)) = user {
+            for d in [&state_dir, &log_dir] {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid)).expect("give the directory to the gateway's user");
+            }
+            extra = vec!["--user".to_string(), format!("{uid}:{gid}")];
+        }
         let crl_path = dir.join("device-ca.crl.pem");
         pki.device_ca.write_crl(&crl_path, &pki.initially_revoked());
         let files = PolicyFiles {
@@ -138,7 +163,7 @@ impl Gateway {
         };
         let policy_path = dir.join("policy.toml");
         std::fs::write(&policy_path, render(spec, &files)).expect("write the policy");
-        Gateway::spawn(files.listen, policy_path, crl_path)
+        Gateway::spawn(files.listen, policy_path, crl_path, &extra)
     }
 
     /// Starts the binary on a policy file the test wrote itself, listening (TLS) on `addr`;
@@ -163,14 +188,15 @@ impl Gateway {
             crl_path,
             stderr,
             child,
+            extra: Vec::new(),
             _watchdog: watchdog,
         };
         gateway.try_wait_ready()?;
         Ok(gateway)
     }
 
-    fn spawn(addr: SocketAddr, policy_path: PathBuf, crl_path: PathBuf) -> Gateway {
-        let (child, stderr) = spawn_run(&policy_path);
+    fn spawn(addr: SocketAddr, policy_path: PathBuf, crl_path: PathBuf, extra: &[String]) -> Gateway {
+        let (child, stderr) = spawn_run_with(&policy_path, extra);
         let watchdog = watchdog(child.id());
         let mut gateway = Gateway {
             addr,
@@ -178,12 +204,26 @@ impl Gateway {
             crl_path,
             stderr,
             child,
+            extra: extra.to_vec(),
             _watchdog: watchdog,
         };
         if let Err(why) = gateway.try_wait_ready() {
             panic!("{why}");
         }
         gateway
+    }
+
+    /// Stops the gateway (SIGTERM) and starts it again on the same policy and arguments,
+    /// on the same port; returns when it is ready. Stderr starts afresh.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, stderr) = spawn_run_with(&self.policy_path, &self.extra);
+        self._watchdog = watchdog(child.id());
+        self.child = child;
+        self.stderr = stderr;
+        if let Err(why) = self.try_wait_ready() {
+            panic!("{why}");
+        }
     }
 
     fn try_wait_ready(&mut self) -> Result<(), String> {

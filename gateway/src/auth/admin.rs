@@ -39,6 +39,9 @@ pub enum Request {
     },
     /// The running gateway's state (`sekisho status`); only a running gateway answers it.
     Status,
+    /// A consistent snapshot of the state for `sekisho state backup`; only a running
+    /// gateway answers it (a stopped one's state is read directly).
+    Backup,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +51,10 @@ pub struct Reply {
     /// The answer to [`Request::Status`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Box<Status>>,
+    /// The answer to [`Request::Backup`] (it holds the state key: the socket is 0600 and
+    /// only the gateway's user and root may connect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Box<crate::backup::Snapshot>>,
 }
 
 /// What a running gateway says about itself. Facts only: the caller judges them (times are
@@ -104,6 +111,7 @@ fn fail(text: impl Into<String>) -> Reply {
         ok: false,
         text: text.into(),
         status: None,
+        backup: None,
     }
 }
 
@@ -112,6 +120,21 @@ fn done(text: impl Into<String>) -> Reply {
         ok: true,
         text: text.into(),
         status: None,
+        backup: None,
+    }
+}
+
+/// Answers [`Request::Backup`]: a snapshot taken while no state write can land.
+pub fn backup(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
+    let state_dir = gw.active().policy.server.state_dir.clone();
+    match crate::backup::Snapshot::take(auth.store(), Path::new(&state_dir), gw.clock.unix_seconds()) {
+        Ok(snapshot) => Reply {
+            ok: true,
+            text: snapshot.summary(),
+            status: None,
+            backup: Some(Box::new(snapshot)),
+        },
+        Err(e) => fail(e.to_string()),
     }
 }
 
@@ -169,13 +192,14 @@ pub fn status(gw: &crate::gateway::Gateway, auth: &Auth) -> Reply {
         ok: true,
         text: "status".to_owned(),
         status: Some(Box::new(report)),
+        backup: None,
     }
 }
 
 /// Runs one administrative request.
 pub fn execute(auth: &Auth, policy: &Policy, req: &Request) -> Reply {
     match req {
-        Request::Status => fail("no gateway is running"),
+        Request::Status | Request::Backup => fail("no gateway is running"),
         Request::Invite { user, minutes } => {
             if !(1..=24 * 60).contains(minutes) {
                 return fail("--minutes must be between 1 and 1440");
@@ -333,7 +357,9 @@ pub async fn serve(socket: ControlSocket, gw: Arc<crate::gateway::Gateway>, auth
     let ControlSocket { listener, owner } = socket;
     loop {
         let (stream, _) = listener.accept().await?;
-        if stream.peer_cred().map(|c| c.uid()).ok() != Some(owner) {
+        // The gateway's own user, or root (who owns the host and could become that user).
+        let peer = stream.peer_cred().map(|c| c.uid()).ok();
+        if peer != Some(owner) && peer != Some(0) {
             continue;
         }
         let gw = gw.clone();
@@ -349,6 +375,7 @@ pub async fn serve(socket: ControlSocket, gw: Arc<crate::gateway::Gateway>, auth
                 Err(_) => fail("unreadable request"),
                 Ok(req) => tokio::task::spawn_blocking(move || match req {
                     Request::Status => status(&gw, &auth),
+                    Request::Backup => backup(&gw, &auth),
                     req => execute(&auth, &gw.active().policy, &req),
                 })
                 .await

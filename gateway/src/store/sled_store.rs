@@ -5,11 +5,15 @@
 
 use super::{Entries, Store, StoreError, Tree};
 use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Writers share it; a snapshot holds it alone, so what it reads across trees is one
+    /// point in time (sled's iterators are consistent per tree only).
+    gate: Arc<RwLock<()>>,
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
@@ -28,7 +32,15 @@ impl SledStore {
         for t in Tree::ALL {
             trees.push(db.open_tree(t.name()).map_err(err)?);
         }
-        Ok(SledStore { db, trees })
+        Ok(SledStore {
+            db,
+            trees,
+            gate: Arc::default(),
+        })
+    }
+
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn tree(&self, tree: Tree) -> Result<&sled::Tree, StoreError> {
@@ -43,11 +55,13 @@ impl Store for SledStore {
     }
 
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let _w = self.writing();
         self.tree(tree)?.insert(key, value).map_err(err)?;
         Ok(())
     }
 
     fn take(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _w = self.writing();
         Ok(self.tree(tree)?.remove(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
@@ -58,6 +72,7 @@ impl Store for SledStore {
         old: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
+        let _w = self.writing();
         let r = self.tree(tree)?.compare_and_swap(key, old, new).map_err(err)?;
         Ok(r.is_ok())
     }
@@ -74,5 +89,10 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(err)?;
         Ok(())
+    }
+
+    fn snapshot(&self, trees: &[Tree]) -> Result<Vec<(Tree, Entries)>, StoreError> {
+        let _alone = self.gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        trees.iter().map(|&t| Ok((t, self.scan_prefix(t, b"")?))).collect()
     }
 }
