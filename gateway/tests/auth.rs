@@ -75,17 +75,18 @@ impl Drop for Dir {
 }
 
 fn world() -> World {
+    world_with(|store| Arc::new(store))
+}
+
+/// A world whose store is `wrap` of a fresh sled store (a test may put a fault in front).
+fn world_with(wrap: impl FnOnce(SledStore) -> Arc<dyn sekisho::store::Store>) -> World {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sekisho-auth-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = SledStore::open(&dir).unwrap();
+    let store = wrap(SledStore::open(&dir).unwrap());
     let clock = FixedClock::at_unix(T0);
-    let auth = Auth::new(
-        Arc::new(store),
-        StateKey::from_bytes(&[42u8; 64]).unwrap(),
-        clock.clone(),
-    );
+    let auth = Auth::new(store, StateKey::from_bytes(&[42u8; 64]).unwrap(), clock.clone());
     World {
         auth,
         clock,
@@ -863,20 +864,16 @@ fn a_store_that_stops_answering_fails_closed_and_a_session_returns_with_it() {
     // SESS-005: a previously valid cookie while the session store is unavailable names no
     // session (the pipeline then answers the login redirect or 401, never the upstream), and
     // no login can make one; when the store answers again the session is still there.
-    let dir = std::env::temp_dir().join(format!("sekisho-auth-failing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _cleanup = Dir(dir.clone());
-    let store = Arc::new(Failing {
-        inner: SledStore::open(&dir).unwrap(),
-        broken: false.into(),
+    let mut failing = None;
+    let w = world_with(|inner| {
+        let store = Arc::new(Failing {
+            inner,
+            broken: false.into(),
+        });
+        failing = Some(store.clone());
+        store
     });
-    let clock = FixedClock::at_unix(T0);
-    let w = World {
-        auth: Auth::new(store.clone(), StateKey::from_bytes(&[42u8; 64]).unwrap(), clock.clone()),
-        clock,
-        policy: sekisho_policy::parse("test.toml", POLICY).unwrap(),
-        _dir: Dir(dir.join("unused")),
-    };
+    let store = failing.unwrap();
     let secret = enrol_totp(&w);
     step(&w);
     let s = w

@@ -180,22 +180,23 @@ impl Gateway {
     /// test took one of them meanwhile: the stderr then says `cannot listen`).
     pub fn try_run_policy(addr: SocketAddr, policy_path: PathBuf) -> Result<Gateway, String> {
         let crl_path = policy_path.with_file_name("device-ca.crl.pem");
-        let (child, stderr) = spawn_run(&policy_path);
-        let watchdog = watchdog(child.id());
-        let mut gateway = Gateway {
-            addr,
-            policy_path,
-            crl_path,
-            stderr,
-            child,
-            extra: Vec::new(),
-            _watchdog: watchdog,
-        };
-        gateway.try_wait_ready()?;
-        Ok(gateway)
+        Gateway::try_spawn(addr, policy_path, crl_path, &[])
     }
 
     fn spawn(addr: SocketAddr, policy_path: PathBuf, crl_path: PathBuf, extra: &[String]) -> Gateway {
+        match Gateway::try_spawn(addr, policy_path, crl_path, extra) {
+            Ok(g) => g,
+            Err(why) => panic!("{why}"),
+        }
+    }
+
+    /// Starts `run --policy POLICY EXTRA…` and waits until it is ready.
+    fn try_spawn(
+        addr: SocketAddr,
+        policy_path: PathBuf,
+        crl_path: PathBuf,
+        extra: &[String],
+    ) -> Result<Gateway, String> {
         let (child, stderr) = spawn_run_with(&policy_path, extra);
         let watchdog = watchdog(child.id());
         let mut gateway = Gateway {
@@ -207,10 +208,8 @@ impl Gateway {
             extra: extra.to_vec(),
             _watchdog: watchdog,
         };
-        if let Err(why) = gateway.try_wait_ready() {
-            panic!("{why}");
-        }
-        gateway
+        gateway.try_wait_ready()?;
+        Ok(gateway)
     }
 
     /// Stops the gateway (SIGTERM) and starts it again on the same policy and arguments,

@@ -108,7 +108,9 @@ pub fn session_cookie(r: &Response) -> Option<String> {
 }
 
 /// Invites `user`, enrols TOTP from the admin address with the valid device, and returns
-/// (the TOTP secret, the session cookie the enrolment made).
+/// (the TOTP secret, the session cookie the enrolment made). Asserts on the way what every
+/// enrolment must show: a QR code, and a cookie with `Secure`, `HttpOnly`,
+/// `SameSite=Strict` and `Path=/`.
 pub async fn enrol_totp(stack: &Stack, user: &str) -> (String, String) {
     use crate::contexts::ADMIN_IP;
     let printed = sekisho_user(stack, &["invite", user]);
@@ -127,6 +129,7 @@ pub async fn enrol_totp(stack: &Stack, user: &str) -> (String, String) {
     let enrol = send_from(stack, ADMIN_IP, true, post("/.sekisho/invite", "", &form)).await;
     assert_eq!(enrol.status, 200, "{}", enrol.text());
     let text = enrol.text();
+    assert!(text.contains("<svg"), "a QR code");
     let uri = text
         .get(text.find("otpauth://").expect("an otpauth URI")..)
         .unwrap_or_default();
@@ -146,5 +149,9 @@ pub async fn enrol_totp(stack: &Stack, user: &str) -> (String, String) {
     let done = send_from(stack, ADMIN_IP, true, post("/.sekisho/enrol/totp", "", &form)).await;
     assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
     let cookie = session_cookie(&done).expect("a session cookie after enrolment");
+    let set = done.header("set-cookie").unwrap_or_default();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
     (secret, cookie)
 }

@@ -12,66 +12,16 @@
 use sekisho_tests::client::Response;
 use sekisho_tests::contexts::{ADMIN_IP, Context, OUTSIDER_IP, Stack};
 use sekisho_tests::corpus;
-use sekisho_tests::login::{enc, get, input, oathtool, post, sekisho_user, send_from};
+use sekisho_tests::login::{enc, enrol_totp, get, input, oathtool, post, sekisho_user, send_from};
 
 /// Sends `request` from the admin address with the valid device (alice's laptop).
 async fn send(stack: &Stack, request: String) -> Response {
     send_from(stack, ADMIN_IP, true, request).await
 }
 
-fn cookie_of(r: &Response) -> String {
-    let set = r
-        .headers
-        .iter()
-        .find(|(n, v)| n.eq_ignore_ascii_case("set-cookie") && v.starts_with("__Host-sekisho="))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no session cookie in {r:?}"));
-    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
-        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
-    }
-    set.split(';').next().unwrap().to_owned()
-}
-
 /// Invitation → enrolment page → TOTP confirmation. Returns (secret, session cookie).
 async fn enrol_alice(stack: &Stack) -> (String, String) {
-    let printed = sekisho_user(stack, &["invite", "alice"]);
-    let link = printed.lines().find(|l| l.contains("/.sekisho/invite?t=")).unwrap();
-    let path = &link[link.find("/.sekisho/").unwrap()..];
-    let page = send(stack, get(path, "")).await;
-    assert_eq!(page.status, 200, "{}", page.text());
-    let csrf = input(&page.text(), "csrf");
-    let token = input(&page.text(), "t");
-    let enrol = send(
-        stack,
-        post(
-            "/.sekisho/invite",
-            "",
-            &format!("csrf={}&t={}", enc(&csrf), enc(&token)),
-        ),
-    )
-    .await;
-    assert_eq!(enrol.status, 200, "{}", enrol.text());
-    let text = enrol.text();
-    assert!(text.contains("<svg"), "a QR code");
-    let uri = &text[text.find("otpauth://").unwrap()..];
-    let uri = &uri[..uri.find('<').unwrap()];
-    let secret = uri
-        .split("secret=")
-        .nth(1)
-        .unwrap()
-        .split('&')
-        .next()
-        .unwrap()
-        .to_owned();
-    let form = format!(
-        "csrf={}&enrol={}&code={}",
-        enc(&input(&text, "csrf")),
-        enc(&input(&text, "enrol")),
-        oathtool(&secret, "now")
-    );
-    let done = send(stack, post("/.sekisho/enrol/totp", "", &form)).await;
-    assert_eq!(done.status, 303, "{}\n{}", done.text(), stack.gateway.stderr_text());
-    (secret, cookie_of(&done))
+    enrol_totp(stack, "alice").await
 }
 
 #[tokio::test]
