@@ -228,7 +228,10 @@ with open(md, "w") as f:
     f.write(f"- Machine: {os.cpu_count()} CPUs, {platform.platform()}\n- Commit: `{commit}`\n")
     f.write(f"- Reproduce: `SOAK_SECONDS={secs} tests/bench/soak.sh`\n")
     f.write(f"- {secs} s in two halves with a SIGTERM + restart between them; {len([r for r in reloads if r=='rewrite'])} policy rewrites and {len([r for r in reloads if r=='sighup'])} SIGHUPs\n\n")
-    f.write(f"Allowed traffic: {reqs:,} responses, {errs} errors or bad answers (≤ 64 allowed, for the restart). Refusals sent: {len(codes):,} ({', '.join(f'{c}: {n}' for c, n in sorted(Counter(codes).items()))}).\n\n")
+    f.write(f"Allowed traffic: {reqs:,} responses, {errs} errors or bad answers (≤ 64 allowed, for the restart). Refusals sent: {len(codes):,} ({', '.join(f'{c}: {n}' for c, n in sorted(Counter(codes).items()))}).")
+    if "000" in codes:
+        f.write(" `000`: no answer — 127.0.0.3 was banned after its denials (bans are on by default) and closed at accept, while the allowed traffic from 127.0.0.1 went on.")
+    f.write("\n\n")
     f.write("| run | RSS, first minute after warm-up → last minute | RSS flat? | open fds after warm-up | fds flat? |\n|---|---|---|---|---|\n")
     f.write("\n".join(lines) + "\n\n")
     f.write(f"`sekisho log verify --key …`: exit {vrc} ({'intact' if vrc == 0 else 'NOT intact'}):\n\n```\n{open(f'{w}/verify.txt').read().strip()[:2000]}\n```\n\n")
