@@ -511,10 +511,19 @@ impl Auth {
 
     /// Takes a ceremony out of the store: of two concurrent takes, only one gets it.
     fn take_ceremony(&self, id: &str) -> Result<Ceremony, Refused> {
-        let Some(bytes) = self.store.take(Tree::Ceremonies, &sha256(id.as_bytes()))? else {
-            return Err(Refused("ceremony_unknown"));
-        };
-        serde_json::from_slice(&bytes).map_err(|_| Refused("ceremony_unreadable"))
+        serde_json::from_slice(&self.take_ceremony_bytes(id)?).map_err(|_| Refused("ceremony_unreadable"))
+    }
+
+    /// As [`Auth::take_ceremony`], then it must be unexpired and bound to this client (a
+    /// ceremony taken by the wrong client is spent all the same).
+    fn take_ceremony_of(&self, id: &str, client: &Client) -> Result<Ceremony, Refused> {
+        self.check_ceremony(&self.take_ceremony_bytes(id)?, client)
+    }
+
+    fn take_ceremony_bytes(&self, id: &str) -> Result<Vec<u8>, Refused> {
+        self.store
+            .take(Tree::Ceremonies, &sha256(id.as_bytes()))?
+            .ok_or(Refused("ceremony_unknown"))
     }
 
     fn check_ceremony(&self, bytes: &[u8], client: &Client) -> Result<Ceremony, Refused> {

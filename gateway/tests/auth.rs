@@ -516,6 +516,22 @@ fn url() -> url::Url {
 }
 
 /// Invites alice and registers a SoftPasskey (user verification claimed).
+/// Starts a passkey login for alice from here.
+fn login_start(w: &World) -> (String, webauthn_rs::prelude::RequestChallengeResponse) {
+    w.auth
+        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
+        .unwrap()
+}
+
+/// Finishes a passkey login from here.
+fn login_finish(
+    w: &World,
+    id: &str,
+    answer: &webauthn_rs::prelude::PublicKeyCredential,
+) -> Result<sekisho::auth::NewSession, sekisho::auth::Refused> {
+    w.auth.webauthn_login_finish(&w.policy, id, answer, &here(), &origin())
+}
+
 fn enrol_passkey(w: &World) -> SoftPasskey {
     let (token, _) = w.auth.invite(&w.policy, "alice", 15 * 60).unwrap();
     let e = w.auth.claim_invitation(&w.policy, &token, &here()).unwrap();
@@ -532,15 +548,9 @@ fn enrol_passkey(w: &World) -> SoftPasskey {
 fn webauthn_register_then_login() {
     let w = world();
     let mut key = enrol_passkey(&w);
-    let (id, rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, rcr) = login_start(&w);
     let answer = key.do_authentication(url(), rcr).unwrap();
-    let s = w
-        .auth
-        .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-        .unwrap();
+    let s = login_finish(&w, &id, &answer).unwrap();
     let live = session_of(&w, &s.token, &here()).unwrap();
     assert_eq!(live.facts.factors, vec![sekisho_policy::Factor::Webauthn]);
 }
@@ -550,32 +560,13 @@ fn webauthn_a_replayed_assertion_is_refused() {
     // MFA-012: the same answer, to the same ceremony and to a new one.
     let w = world();
     let mut key = enrol_passkey(&w);
-    let (id, rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, rcr) = login_start(&w);
     let answer = key.do_authentication(url(), rcr).unwrap();
-    assert!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-            .is_ok()
-    );
+    assert!(login_finish(&w, &id, &answer).is_ok());
+    assert_eq!(login_finish(&w, &id, &answer).unwrap_err().0, "ceremony_unknown");
+    let (id2, _) = login_start(&w);
     assert_eq!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-            .unwrap_err()
-            .0,
-        "ceremony_unknown"
-    );
-    let (id2, _) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
-    assert_eq!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &id2, &answer, &here(), &origin())
-            .unwrap_err()
-            .0,
+        login_finish(&w, &id2, &answer).unwrap_err().0,
         "webauthn_assertion_invalid"
     );
 }
@@ -585,26 +576,13 @@ fn webauthn_a_counter_that_goes_back_is_refused_and_alerted() {
     // MFA-010: an assertion made earlier (lower counter) presented after a later one.
     let w = world();
     let mut key = enrol_passkey(&w);
-    let (early_id, early_rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (early_id, early_rcr) = login_start(&w);
     let early = key.do_authentication(url(), early_rcr).unwrap();
-    let (late_id, late_rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (late_id, late_rcr) = login_start(&w);
     let late = key.do_authentication(url(), late_rcr).unwrap();
-    assert!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &late_id, &late, &here(), &origin())
-            .is_ok()
-    );
+    assert!(login_finish(&w, &late_id, &late).is_ok());
     assert_eq!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &early_id, &early, &here(), &origin())
-            .unwrap_err()
-            .0,
+        login_finish(&w, &early_id, &early).unwrap_err().0,
         "webauthn_counter_regression"
     );
     assert!(
@@ -612,16 +590,9 @@ fn webauthn_a_counter_that_goes_back_is_refused_and_alerted() {
         "an alert was raised"
     );
     // The stored counter was not lowered: the next real assertion still works.
-    let (id, rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, rcr) = login_start(&w);
     let next = key.do_authentication(url(), rcr).unwrap();
-    assert!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &id, &next, &here(), &origin())
-            .is_ok()
-    );
+    assert!(login_finish(&w, &id, &next).is_ok());
 }
 
 #[test]
@@ -629,15 +600,10 @@ fn webauthn_without_user_verification_is_refused() {
     // MFA-011: the authenticator answers with UP only (the RP asked for UV).
     let w = world();
     let mut key = enrol_passkey(&w);
-    let (id, mut rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, mut rcr) = login_start(&w);
     rcr.public_key.user_verification = webauthn_rs_proto::UserVerificationPolicy::Discouraged_DO_NOT_USE;
     let answer = key.do_authentication(url(), rcr).unwrap();
-    let r = w
-        .auth
-        .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin());
+    let r = login_finish(&w, &id, &answer);
     assert!(r.is_err(), "an assertion without UV must not log in");
     // Registration without UV is refused too.
     let (token, _) = w.auth.invite(&w.policy, "alice", 15 * 60).unwrap();
@@ -665,31 +631,16 @@ fn webauthn_look_alike_origins_and_rp_ids_are_refused() {
         "https://evillocalhost:8443",
         "https://localhost:8444",
     ] {
-        let (id, rcr) = w
-            .auth
-            .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-            .unwrap();
+        let (id, rcr) = login_start(&w);
         let answer = key.do_authentication(url::Url::parse(evil).unwrap(), rcr);
         if let Ok(answer) = answer {
-            assert!(
-                w.auth
-                    .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-                    .is_err(),
-                "{evil}"
-            );
+            assert!(login_finish(&w, &id, &answer).is_err(), "{evil}");
         }
     }
-    let (id, mut rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, mut rcr) = login_start(&w);
     rcr.public_key.rp_id = "evil.example".into();
     if let Ok(answer) = key.do_authentication(url::Url::parse("https://evil.example").unwrap(), rcr) {
-        assert!(
-            w.auth
-                .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-                .is_err()
-        );
+        assert!(login_finish(&w, &id, &answer).is_err());
     }
 }
 
@@ -697,10 +648,7 @@ fn webauthn_look_alike_origins_and_rp_ids_are_refused() {
 fn webauthn_ceremonies_are_bound_to_the_client_and_expire() {
     let w = world();
     let mut key = enrol_passkey(&w);
-    let (id, rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, rcr) = login_start(&w);
     let answer = key.do_authentication(url(), rcr).unwrap();
     let other = Client {
         ip: "127.0.0.3".parse().unwrap(),
@@ -713,29 +661,17 @@ fn webauthn_ceremonies_are_bound_to_the_client_and_expire() {
             .0,
         "ceremony_other_client"
     );
-    let (id, rcr) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (id, rcr) = login_start(&w);
     let answer = key.do_authentication(url(), rcr).unwrap();
     w.clock.advance(Duration::from_secs(5 * 60));
-    assert_eq!(
-        w.auth
-            .webauthn_login_finish(&w.policy, &id, &answer, &here(), &origin())
-            .unwrap_err()
-            .0,
-        "ceremony_expired"
-    );
+    assert_eq!(login_finish(&w, &id, &answer).unwrap_err().0, "ceremony_expired");
 }
 
 #[test]
 fn webauthn_start_looks_the_same_for_unknown_users() {
     let w = world();
     let _key = enrol_passkey(&w);
-    let (_, real) = w
-        .auth
-        .webauthn_login_start(&w.policy, "alice", &here(), &origin())
-        .unwrap();
+    let (_, real) = login_start(&w);
     let (_, decoy) = w
         .auth
         .webauthn_login_start(&w.policy, "nobody", &here(), &origin())

@@ -8,22 +8,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn sekisho(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sekisho"))
-        .args(args)
-        .output()
-        .expect("run sekisho")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+#[path = "support/process.rs"]
+mod process;
+use process::{sekisho, text};
+use std::process::Command;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -78,14 +78,7 @@ impl Auth {
         client: &Client,
         origin: &Origin,
     ) -> Result<super::NewSession, Refused> {
-        let bytes = self
-            .store()
-            .take(
-                crate::store::Tree::Ceremonies,
-                &super::crypto::sha256(ceremony_id.as_bytes()),
-            )?
-            .ok_or(Refused("ceremony_unknown"))?;
-        let cer: Ceremony = self.check_ceremony(&bytes, client)?;
+        let cer = self.take_ceremony_of(ceremony_id, client)?;
         let name = cer.user.clone();
         let keys = [lockout::user_key(&name), lockout::addr_key(client.ip)];
         if lockout::is_locked(self.store(), &keys, self.now())? {
@@ -203,14 +196,7 @@ impl Auth {
         client: &Client,
         origin: &Origin,
     ) -> Result<super::NewSession, Refused> {
-        let bytes = self
-            .store()
-            .take(
-                crate::store::Tree::Ceremonies,
-                &super::crypto::sha256(reg_id.as_bytes()),
-            )?
-            .ok_or(Refused("ceremony_unknown"))?;
-        let cer = self.check_ceremony(&bytes, client)?;
+        let cer = self.take_ceremony_of(reg_id, client)?;
         let Step::Register { enrol_id, state } = &cer.step else {
             return Err(Refused("ceremony_wrong_kind"));
         };
