@@ -61,3 +61,18 @@ pub type SharedClock = Arc<dyn Clock>;
 pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
+
+/// `unix` as a UTC date and time: `YYYY-MM-DD{sep}HH:MM:SS{suffix}` (`'T'`, `"Z"`: RFC 3339;
+/// `' '`, `" UTC"`: for people). Out-of-range times print as the epoch.
+pub fn format_utc(unix: i64, sep: char, suffix: &str) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}{suffix}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}

@@ -408,16 +408,7 @@ fn header_field(s: &str, max: usize) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC).
 pub(crate) fn rfc3339(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    crate::clock::format_utc(unix, 'T', "Z")
 }
 
 /// rustls with ring only: the CA of `ca_file`, else the system's roots.

@@ -195,16 +195,7 @@ fn expiry_attention(what: &str, field: &str, at: i64, now: i64) -> Option<String
 
 /// A Unix time as `YYYY-MM-DD HH:MM:SS UTC`.
 fn when(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    crate::clock::format_utc(unix, ' ', " UTC")
 }
 
 fn relative(at: i64, now: i64) -> String {
